@@ -1,0 +1,229 @@
+// Package app wires scanwire's parts into one running process: the NATS
+// server or connection, the streams, the subscription cache and the
+// services. `scanwire run`, `scanwire demo` and the end-to-end tests all
+// start the pipeline through it, so what is tested is what runs.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/services/delivery"
+	"github.com/scanwire/scanwire/services/fanout"
+	"github.com/scanwire/scanwire/services/gateway"
+)
+
+// Service names for Config.Services.
+const (
+	ServiceFanout   = "fanout"
+	ServiceDelivery = "delivery"
+	ServiceGateway  = "gateway"
+)
+
+// AllServices is what `scanwire run` starts by default.
+var AllServices = []string{ServiceFanout, ServiceDelivery, ServiceGateway}
+
+// Config is everything a process needs. Build it once in main, Validate it,
+// and pass it to Start.
+type Config struct {
+	// NATSURL selects an external NATS; empty starts the embedded server.
+	NATSURL string
+	// Server configures the embedded server (ignored with NATSURL).
+	Server natsx.ServerConfig
+	// Topology configures the streams and buckets.
+	Topology natsx.Topology
+	// HTTPAddr is where the gateway listens.
+	HTTPAddr string
+	// Services lists the services to run; empty runs none (a client).
+	Services []string
+	Fanout   fanout.Config
+	Delivery delivery.Config
+	Log      *slog.Logger
+}
+
+// Validate checks the configuration and names the flag to fix.
+func (c *Config) Validate() error {
+	for _, s := range c.Services {
+		if !slices.Contains(AllServices, s) {
+			return fmt.Errorf("--services: unknown service %q; use a comma-separated subset of %s", s, strings.Join(AllServices, ","))
+		}
+	}
+	if c.NATSURL == "" && c.Server.DataDir == "" {
+		return errors.New("--data: the embedded NATS server needs a data directory")
+	}
+	return nil
+}
+
+// App is a started process.
+type App struct {
+	Server *server.Server // nil with an external NATS
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Subs   *subscriptions.Cache
+	Store  *subscriptions.Store
+
+	cfg    Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errs   chan error
+	http   *http.Server
+	httpLn net.Listener
+}
+
+// Start brings the process up: NATS, streams, cache, then the services.
+// Everything started is stopped by Close, in reverse order.
+func Start(ctx context.Context, cfg Config) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	a := &App{cfg: cfg, log: log, errs: make(chan error, 8)}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close(context.Background())
+		}
+	}()
+
+	url := cfg.NATSURL
+	if url == "" {
+		ns, err := natsx.StartServer(cfg.Server, log)
+		if err != nil {
+			return nil, err
+		}
+		a.Server = ns
+		url = ns.ClientURL()
+		log.Info("embedded NATS started", "url", url, "data", cfg.Server.DataDir)
+	}
+	nc, err := natsx.Connect(url, "scanwire", a.Server, log)
+	if err != nil {
+		return nil, err
+	}
+	a.NC = nc
+	if a.JS, err = natsx.JetStream(nc); err != nil {
+		return nil, err
+	}
+	if err := cfg.Topology.Ensure(ctx, a.JS); err != nil {
+		return nil, fmt.Errorf("create streams: %w", err)
+	}
+	kv, err := a.JS.KeyValue(ctx, natsx.BucketSubscriptions)
+	if err != nil {
+		return nil, err
+	}
+	a.Store = subscriptions.NewStore(kv)
+	a.Subs = subscriptions.NewCache(kv, log)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.spawn("subscription cache", func() error { return a.Subs.Run(runCtx) })
+	for _, name := range cfg.Services {
+		switch name {
+		case ServiceFanout:
+			f := fanout.New(a.JS, a.Subs, log, cfg.Fanout)
+			a.spawn(name, func() error { return f.Run(runCtx) })
+		case ServiceDelivery:
+			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
+			d := delivery.New(a.JS, a.Subs, client, log, cfg.Delivery)
+			a.spawn(name, func() error { return d.Run(runCtx) })
+		case ServiceGateway:
+			ln, err := net.Listen("tcp", cfg.HTTPAddr)
+			if err != nil {
+				cancel()
+				return nil, fmt.Errorf("--http %s: %w", cfg.HTTPAddr, err)
+			}
+			a.httpLn = ln
+			g := gateway.New(a.NC, a.JS, log)
+			a.http = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
+			a.spawn(name, func() error { return gateway.Serve(a.http, ln, log) })
+		}
+	}
+	select {
+	case <-a.Subs.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	ok = true
+	return a, nil
+}
+
+func (a *App) spawn(name string, run func() error) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := run(); err != nil {
+			a.log.Error("service failed", "service", name, "err", err)
+			a.errs <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+}
+
+// Err delivers the first service failure. A process that gets one should
+// Close and exit non-zero.
+func (a *App) Err() <-chan error { return a.errs }
+
+// HTTPAddr is the gateway's address, or "" when it does not run here.
+func (a *App) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// ClientURL is the NATS URL clients of this process connect to.
+func (a *App) ClientURL() string {
+	if a.Server != nil {
+		return a.Server.ClientURL()
+	}
+	return a.cfg.NATSURL
+}
+
+// Close stops the services (in-flight work finishes, buffered work is
+// handed back to JetStream), drains the NATS connection and stops the
+// embedded server. It gives up waiting when ctx ends: whatever was not
+// acked by then is redelivered at the next start.
+func (a *App) Close(ctx context.Context) error {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.http != nil {
+		_ = a.http.Shutdown(ctx)
+	}
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("services did not stop in time: %w", ctx.Err())
+	}
+	if a.NC != nil {
+		_ = a.NC.Drain()
+		for a.NC.IsDraining() && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		a.NC.Close()
+	}
+	if a.Server != nil {
+		a.Server.Shutdown()
+		a.Server.WaitForShutdown()
+	}
+	return err
+}

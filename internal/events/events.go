@@ -1,0 +1,159 @@
+// Package events defines scanwire's CloudEvents: their types, the NATS
+// subjects they travel on, how they are encoded on NATS, and the rules an
+// event must pass before anyone receives it.
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/oklog/ulid/v2"
+)
+
+// Event types of DESIGN.md (the CloudEvents "type" attribute).
+const (
+	TypeScanStarted   = "scan.started"
+	TypeScanFinished  = "scan.finished"
+	TypeFindingHigh   = "finding.high"
+	TypeFindingMedium = "finding.medium"
+	TypeWebhookTest   = "webhook.test"
+)
+
+// TenantExtension is the CloudEvents extension attribute that names the
+// tenant an event belongs to.
+const TenantExtension = "tenant"
+
+// MaxDataSize is the largest event data accepted. It keeps one noisy
+// scanner from filling the streams and receivers' request limits.
+const MaxDataSize = 256 << 10
+
+// kinds maps an event type to the last part of its subject.
+var kinds = map[string]string{
+	TypeScanStarted:   "started",
+	TypeScanFinished:  "finished",
+	TypeFindingHigh:   "finding.high",
+	TypeFindingMedium: "finding.medium",
+	TypeWebhookTest:   "webhook.test",
+}
+
+// Types returns every known event type.
+func Types() []string {
+	return []string{TypeScanStarted, TypeScanFinished, TypeFindingHigh, TypeFindingMedium, TypeWebhookTest}
+}
+
+// Known reports whether t is an event type of DESIGN.md.
+func Known(t string) bool {
+	_, ok := kinds[t]
+	return ok
+}
+
+// IsFinding reports whether t is a finding event, the kind limits count.
+func IsFinding(t string) bool { return t == TypeFindingHigh || t == TypeFindingMedium }
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidToken reports whether s may be used as one token of a NATS subject.
+func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+
+// CheckToken returns a user-facing error when s is not a valid subject token.
+func CheckToken(field, s string) error {
+	if !ValidToken(s) {
+		return fmt.Errorf("%s: %q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-' (it becomes a NATS subject token)", field, s)
+	}
+	return nil
+}
+
+// Address is where an event lives in SCAN_EVENTS:
+// scans.<tenant>.<scan_id>.<kind>.
+type Address struct {
+	Tenant string
+	ScanID string
+	Kind   string
+}
+
+// Subject returns the subject an event of this type is published on.
+func Subject(tenant, scanID, eventType string) (string, error) {
+	if err := CheckToken("tenant", tenant); err != nil {
+		return "", err
+	}
+	if err := CheckToken("subject (scan id)", scanID); err != nil {
+		return "", err
+	}
+	kind, ok := kinds[eventType]
+	if !ok {
+		return "", fmt.Errorf("type: unknown event type %q; use one of %s", eventType, strings.Join(Types(), ", "))
+	}
+	return "scans." + tenant + "." + scanID + "." + kind, nil
+}
+
+// ParseSubject splits a SCAN_EVENTS subject into its parts.
+func ParseSubject(subject string) (Address, error) {
+	parts := strings.SplitN(subject, ".", 4)
+	if len(parts) != 4 || parts[0] != "scans" {
+		return Address{}, fmt.Errorf("nats subject %q: want scans.<tenant>.<scan_id>.<kind>", subject)
+	}
+	a := Address{Tenant: parts[1], ScanID: parts[2], Kind: parts[3]}
+	if !ValidToken(a.Tenant) || !ValidToken(a.ScanID) {
+		return a, fmt.Errorf("nats subject %q: tenant and scan id must be tokens of A-Z, a-z, 0-9, '_' or '-'", subject)
+	}
+	return a, nil
+}
+
+// TypeForKind returns the event type whose subject ends in kind.
+func TypeForKind(kind string) (string, bool) {
+	for t, k := range kinds {
+		if k == kind {
+			return t, true
+		}
+	}
+	return "", false
+}
+
+// New builds an event with a fresh id and the current time. data is the
+// event's JSON data, stored as is.
+func New(tenant, source, eventType, scanID string, data []byte) event.Event {
+	e := event.New()
+	e.SetID(NewID())
+	e.SetSource(source)
+	e.SetType(eventType)
+	e.SetSubject(scanID)
+	e.SetTime(time.Now().UTC())
+	e.SetExtension(TenantExtension, tenant)
+	e.SetDataContentType(event.ApplicationJSON)
+	e.DataEncoded = data
+	return e
+}
+
+// NewID returns a fresh, sortable event id.
+func NewID() string { return "evt_" + ulid.Make().String() }
+
+// Tenant returns the event's tenant extension, or "".
+func Tenant(e *event.Event) string {
+	v, ok := e.Extensions()[TenantExtension]
+	if !ok {
+		return ""
+	}
+	s, _ := v.(string)
+	return s
+}
+
+// Headers of a message in REJECTED. The original headers and body follow
+// unchanged, so a fixed consumer (or a person) can read back exactly what
+// the scanner sent.
+const (
+	HeaderRejectReason    = "Scanwire-Reject-Reason"
+	HeaderOriginalSubject = "Scanwire-Original-Subject"
+	HeaderOriginalSeq     = "Scanwire-Original-Seq"
+)
+
+// RejectedSubject is where an invalid event of tenant is kept.
+func RejectedSubject(tenant string) string { return "rejected." + tenant }
+
+// KindOf returns the subject kind of an event type.
+func KindOf(eventType string) (string, bool) {
+	k, ok := kinds[eventType]
+	return k, ok
+}

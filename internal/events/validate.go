@@ -1,0 +1,173 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/scanwire/scanwire/schemas"
+)
+
+// Problem is one reason an event is refused, named by the attribute or the
+// JSON pointer into the data ("data/cvss_score").
+type Problem struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// InvalidError is returned by Validate: every problem found, not just the
+// first, so a scanner author fixes them in one round.
+type InvalidError struct {
+	Problems []Problem
+}
+
+func (e *InvalidError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Field + ": " + p.Message
+	}
+	return "invalid event: " + strings.Join(parts, "; ")
+}
+
+// IsInvalid reports whether err is (or wraps) an *InvalidError.
+func IsInvalid(err error) bool {
+	var ie *InvalidError
+	return errors.As(err, &ie)
+}
+
+var dataSchemas = map[string]string{
+	TypeScanStarted:   schemas.ScanStarted,
+	TypeScanFinished:  schemas.ScanFinished,
+	TypeFindingHigh:   schemas.Finding,
+	TypeFindingMedium: schemas.Finding,
+	TypeWebhookTest:   schemas.WebhookTest,
+}
+
+// Validate checks e as published on the SCAN_EVENTS subject addr: the
+// CloudEvents attributes, the data against its schema, and that subject,
+// attributes and data tell the same story. Fan-out, the gateway and
+// `scanwire publish` all call it, so a scanner sees one message for one
+// mistake whichever door it used.
+func Validate(addr Address, e *event.Event) error {
+	v := &validator{}
+	v.attributes(e)
+	v.consistency(addr, e)
+	v.data(e)
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &InvalidError{Problems: v.problems}
+}
+
+type validator struct{ problems []Problem }
+
+func (v *validator) add(field, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) attributes(e *event.Event) {
+	if e.SpecVersion() != event.CloudEventsVersionV1 {
+		v.add("specversion", "must be %q, got %q", event.CloudEventsVersionV1, e.SpecVersion())
+	}
+	switch id := e.ID(); {
+	case id == "":
+		v.add("id", "missing; set a unique id per event (it is the dedupe key), e.g. a UUID or ULID")
+	case len(id) > 128 || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+		v.add("id", "must be 1-128 printable ASCII characters without spaces")
+	}
+	if e.Source() == "" {
+		v.add("source", "missing; name the scanner as a URI-reference, e.g. //scanners/zap-eu-1")
+	}
+	switch t := e.Type(); {
+	case t == "":
+		v.add("type", "missing; use one of %s", strings.Join(Types(), ", "))
+	case !Known(t):
+		v.add("type", "unknown event type %q; use one of %s", t, strings.Join(Types(), ", "))
+	}
+	if s := e.Subject(); s == "" {
+		v.add("subject", "missing; set it to the scan id")
+	} else if !ValidToken(s) {
+		v.add("subject", "scan id %q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", s)
+	}
+	if t := Tenant(e); t == "" {
+		v.add("tenant", "missing extension attribute; set ce-tenant to the tenant id")
+	} else if !ValidToken(t) {
+		v.add("tenant", "%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", t)
+	}
+	if ct := e.DataContentType(); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != event.ApplicationJSON {
+			v.add("datacontenttype", "must be application/json, got %q", ct)
+		}
+	}
+}
+
+func (v *validator) consistency(addr Address, e *event.Event) {
+	if t := Tenant(e); t != "" && t != addr.Tenant {
+		v.add("tenant", "%q disagrees with the NATS subject's tenant %q; publish to scans.%s.<scan_id>.<kind>", t, addr.Tenant, t)
+	}
+	if s := e.Subject(); s != "" && s != addr.ScanID {
+		v.add("subject", "scan id %q disagrees with the NATS subject's scan id %q", s, addr.ScanID)
+	}
+	if want, ok := kinds[e.Type()]; ok && want != addr.Kind {
+		v.add("type", "%q must be published on a subject ending in .%s, not .%s", e.Type(), want, addr.Kind)
+	}
+}
+
+func (v *validator) data(e *event.Event) {
+	data := e.Data()
+	if len(data) > MaxDataSize {
+		v.add("data", "is %d bytes; the limit is %d bytes: trim evidence or link to it", len(data), MaxDataSize)
+		return
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		v.add("data", "missing; every event carries a JSON object (see schemas/)")
+		return
+	}
+	var obj map[string]any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil {
+		if !json.Valid(data) {
+			v.add("data", "not valid JSON: %v", err)
+		} else {
+			v.add("data", "must be a JSON object")
+		}
+		return
+	}
+	name, ok := dataSchemas[e.Type()]
+	if !ok {
+		return // unknown type, already reported
+	}
+	if err := schemas.Validate(name, data); err != nil {
+		var se *schemas.Error
+		if !errors.As(err, &se) {
+			v.add("data", "%v", err)
+			return
+		}
+		for _, vi := range se.Violations {
+			v.add("data"+vi.Pointer, "%s", vi.Message)
+		}
+		return
+	}
+	if id, ok := obj["scan_id"].(string); ok && e.Subject() != "" && id != e.Subject() {
+		v.add("data/scan_id", "%q disagrees with the event's subject %q; both are the scan id", id, e.Subject())
+	}
+	if IsFinding(e.Type()) {
+		n, _ := obj["cvss_score"].(json.Number)
+		score, err := n.Float64()
+		if err != nil {
+			return // schema reported it
+		}
+		switch {
+		case e.Type() == TypeFindingHigh && score < 6.0:
+			v.add("data/cvss_score", "%v is below 6.0, the floor of finding.high; send it as finding.medium (3.0 <= CVSS < 6.0)", score)
+		case e.Type() == TypeFindingMedium && (score < 3.0 || score >= 6.0):
+			v.add("data/cvss_score", "%v is outside 3.0 <= CVSS < 6.0 of finding.medium; CVSS >= 6.0 is finding.high, below 3.0 is not sent", score)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+// Package jobs defines the messages between fan-out and delivery: a
+// delivery job (one event for one subscription, in DELIVERIES) and a dead
+// letter (a job given up on, with the reason, in DLQ).
+package jobs
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Job is one event to deliver to one subscription. It carries the whole
+// event, so delivery needs nothing but the job and the subscription.
+type Job struct {
+	// WebhookID is the receiver's idempotency key: derived from the event
+	// and subscription ids, so a redelivered event, a retried attempt and
+	// a replay from the DLQ all carry the same one.
+	WebhookID      string `json:"webhook_id"`
+	Tenant         string `json:"tenant"`
+	SubscriptionID string `json:"subscription_id"`
+	EventID        string `json:"event_id"`
+	EventType      string `json:"event_type"`
+	ScanID         string `json:"scan_id"`
+	// Event is the CloudEvent in structured JSON mode.
+	Event json.RawMessage `json:"event"`
+	// Queued is when fan-out stored the job (publish-to-receipt latency
+	// is measured from the event's own time, not this).
+	Queued time.Time `json:"queued"`
+}
+
+// WebhookID derives the idempotency key of (event, subscription).
+func WebhookID(eventID, subscriptionID string) string {
+	sum := sha256.Sum256([]byte(eventID + "\x00" + subscriptionID))
+	return "msg_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
+}
+
+// Subject is where a job for (tenant, subscription) is published.
+func Subject(tenant, subscriptionID string) string {
+	return "deliveries." + tenant + "." + subscriptionID
+}
+
+// DedupeID is the Nats-Msg-Id of a job: the server drops a second copy
+// published by a redelivered fan-out within the dedupe window.
+func DedupeID(eventID, subscriptionID string) string { return eventID + "." + subscriptionID }
+
+// Msg encodes j as a NATS message ready to publish.
+func (j *Job) Msg() (*nats.Msg, error) {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", j.WebhookID, err)
+	}
+	m := nats.NewMsg(Subject(j.Tenant, j.SubscriptionID))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, DedupeID(j.EventID, j.SubscriptionID))
+	return m, nil
+}
+
+// Decode reads a job from a message body.
+func Decode(data []byte) (*Job, error) {
+	var j Job
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("decode job: %w", err)
+	}
+	if j.WebhookID == "" || j.Tenant == "" || j.SubscriptionID == "" || len(j.Event) == 0 {
+		return nil, fmt.Errorf("decode job: webhook_id, tenant, subscription_id and event are required")
+	}
+	return &j, nil
+}
+
+// DeadLetter is a job given up on: why, and what the last attempt saw.
+// Replaying it publishes Job again, with the same webhook id.
+type DeadLetter struct {
+	Job Job `json:"job"`
+	// Reason says why delivery stopped, for a person: "retries exhausted
+	// after 7 attempts", "subscription deleted"...
+	Reason string `json:"reason"`
+	// LastStatus is the HTTP status of the last attempt, 0 when there was
+	// no response (timeout, connection refused).
+	LastStatus int `json:"last_status"`
+	// LastError is the last attempt's error, when it had one.
+	LastError string    `json:"last_error,omitempty"`
+	Attempts  int       `json:"attempts"`
+	DeadAt    time.Time `json:"dead_at"`
+	// Raw holds a message that could not be decoded as a job at all, so
+	// that even garbage published to DELIVERIES is kept, not dropped.
+	Raw []byte `json:"raw,omitempty"`
+}
+
+// DLQSubject is where a dead letter for (tenant, subscription) goes.
+func DLQSubject(tenant, subscriptionID string) string {
+	if tenant == "" || subscriptionID == "" {
+		return "dlq._invalid._invalid"
+	}
+	return "dlq." + tenant + "." + subscriptionID
+}
+
+// Msg encodes d as a NATS message. The dedupe id makes a repeated
+// dead-lettering of the same delivery (after a crash between the DLQ write
+// and the term) store one entry.
+func (d *DeadLetter) Msg(deliverySeq uint64) (*nats.Msg, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter %s: %w", d.Job.WebhookID, err)
+	}
+	m := nats.NewMsg(DLQSubject(d.Job.Tenant, d.Job.SubscriptionID))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("dlq.%s.%d", d.Job.WebhookID, deliverySeq))
+	return m, nil
+}

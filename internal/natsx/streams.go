@@ -1,0 +1,122 @@
+package natsx
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream and bucket names of DESIGN.md. Scripts and other teams rely on them.
+const (
+	StreamScanEvents = "SCAN_EVENTS"
+	StreamDeliveries = "DELIVERIES"
+	StreamDLQ        = "DLQ"
+	StreamRejected   = "REJECTED"
+
+	BucketSubscriptions = "subscriptions"
+)
+
+// Topology says how the streams are kept. The zero value is not useful;
+// start from DefaultTopology.
+type Topology struct {
+	// Replicas is the replication factor of every stream and bucket (1 on
+	// the embedded server, 3 on a production cluster).
+	Replicas int
+	// EventRetention is how long SCAN_EVENTS keeps events after fan-out.
+	EventRetention time.Duration
+	// DeadLetterRetention is how long DLQ and REJECTED keep entries.
+	DeadLetterRetention time.Duration
+	// DedupeWindow is how long a repeated event id (SCAN_EVENTS) or job id
+	// (DELIVERIES) is recognised and dropped by the server.
+	DedupeWindow time.Duration
+}
+
+// DefaultTopology is what `scanwire run` creates.
+func DefaultTopology() Topology {
+	return Topology{
+		Replicas:            1,
+		EventRetention:      7 * 24 * time.Hour,
+		DeadLetterRetention: 30 * 24 * time.Hour,
+		DedupeWindow:        time.Hour,
+	}
+}
+
+// MaxMsgSize caps every message stored. It is larger than the event size
+// limit (events.MaxDataSize) on purpose: an oversized event must reach
+// fan-out to be rejected with a reason, not bounce off the stream.
+const MaxMsgSize = 2 << 20
+
+// StreamConfigs returns the configuration of every stream of DESIGN.md.
+func (t Topology) StreamConfigs() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamScanEvents,
+			Description: "scan lifecycle events as published by scanners",
+			Subjects:    []string{"scans.>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      t.EventRetention,
+			Duplicates:  t.DedupeWindow,
+			MaxMsgSize:  MaxMsgSize,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+		},
+		{
+			// A work queue: a job leaves the stream when it is delivered
+			// (ack) or dead-lettered (term), so the stream holds exactly
+			// the work still to do.
+			Name:        StreamDeliveries,
+			Description: "one delivery job per (event, subscription)",
+			Subjects:    []string{"deliveries.>"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Duplicates:  t.DedupeWindow,
+			MaxMsgSize:  MaxMsgSize,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+		},
+		{
+			Name:        StreamDLQ,
+			Description: "dead-lettered delivery jobs with their reason; replayable",
+			Subjects:    []string{"dlq.>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      t.DeadLetterRetention,
+			Duplicates:  t.DedupeWindow,
+			MaxMsgSize:  MaxMsgSize,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+		},
+		{
+			Name:        StreamRejected,
+			Description: "events that failed validation, with the reason",
+			Subjects:    []string{"rejected.>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      t.DeadLetterRetention,
+			Duplicates:  t.DedupeWindow,
+			MaxMsgSize:  MaxMsgSize,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+		},
+	}
+}
+
+// Ensure creates the streams and buckets, or updates them to this
+// configuration. It is idempotent: every service calls it at start.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	for _, cfg := range t.StreamConfigs() {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketSubscriptions,
+		Description: "subscription documents, key <tenant>.<subscription_id>",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketSubscriptions, err)
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package subscriptions
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Cache keeps every valid subscription in memory, fed by a watch on the KV
+// bucket, so matching an event costs no round trip. A change in the bucket
+// reaches every replica's cache within the watch's latency (milliseconds).
+//
+// Documents that fail validation (written straight into the bucket, say)
+// are left out and logged once per revision; they never stop the cache.
+type Cache struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	byTenant map[string]map[string]*Subscription // tenant -> id -> sub
+	invalid  map[string]error                    // key -> why it is ignored
+
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+// NewCache returns a cache over the subscriptions bucket. Call Run.
+func NewCache(kv jetstream.KeyValue, log *slog.Logger) *Cache {
+	return &Cache{
+		kv:       kv,
+		log:      log,
+		byTenant: map[string]map[string]*Subscription{},
+		invalid:  map[string]error{},
+		ready:    make(chan struct{}),
+	}
+}
+
+// Ready is closed once the cache holds every document that existed when
+// Run started. Services wait for it before taking work, so that no event
+// is matched against a half-loaded cache.
+func (c *Cache) Ready() <-chan struct{} { return c.ready }
+
+// Run watches the bucket until ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	w, err := c.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch subscriptions: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil { // end of the initial values
+				c.readyOnce.Do(func() { close(c.ready) })
+				continue
+			}
+			c.apply(e)
+		}
+	}
+}
+
+func (c *Cache) apply(e jetstream.KeyValueEntry) {
+	key := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		c.remove(key)
+		return
+	}
+	s, err := Parse(e.Value())
+	if err == nil && Key(s.Tenant, s.ID) != key {
+		err = fmt.Errorf("key %q does not match the document's tenant and id (%s)", key, Key(s.Tenant, s.ID))
+	}
+	if err != nil {
+		c.remove(key)
+		c.mu.Lock()
+		c.invalid[key] = err
+		c.mu.Unlock()
+		c.log.Warn("ignoring invalid subscription document", "key", key, "revision", e.Revision(), "err", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.invalid, key)
+	m := c.byTenant[s.Tenant]
+	if m == nil {
+		m = map[string]*Subscription{}
+		c.byTenant[s.Tenant] = m
+	}
+	m[s.ID] = s
+}
+
+func (c *Cache) remove(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.invalid, key)
+	// Tenants are subject tokens and hold no dot: the first one splits.
+	tenant, id, _ := strings.Cut(key, ".")
+	if m := c.byTenant[tenant]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(c.byTenant, tenant)
+		}
+	}
+}
+
+// Match returns the subscriptions of tenant that take events of type
+// eventType, disabled ones included: their jobs are dead-lettered with the
+// reason, not dropped. The returned values are shared: do not modify them.
+func (c *Cache) Match(tenant, eventType string) []*Subscription {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []*Subscription
+	for _, s := range c.byTenant[tenant] {
+		if s.Wants(eventType) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Get returns one subscription, disabled or not.
+func (c *Cache) Get(tenant, id string) (*Subscription, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	s, ok := c.byTenant[tenant][id]
+	return s, ok
+}
+
+// Len returns the number of valid subscriptions held.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := 0
+	for _, m := range c.byTenant {
+		n += len(m)
+	}
+	return n
+}

@@ -1,0 +1,168 @@
+package subscriptions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/profiles"
+	"github.com/scanwire/scanwire/internal/signing"
+)
+
+// Errors a caller decides on.
+var (
+	ErrNotFound = errors.New("subscription not found")
+	ErrConflict = errors.New("subscription was changed by someone else since it was read; read it again and retry")
+)
+
+// Store reads and writes subscription documents in the KV bucket. It is
+// the one writer the CLI and the gateway share.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// NewStore returns a store over the subscriptions bucket.
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// Entry is one stored document: valid (Sub set) or not (Err set, so that
+// lists can show what an operator wrote by hand and why it is ignored).
+type Entry struct {
+	Key      string
+	Revision uint64
+	Sub      *Subscription
+	Err      error
+}
+
+// Create fills in the id, timestamps, the default profile and, when
+// Secrets is nil, a generated secret, then stores the document. The
+// returned copy carries the secret: show it once.
+func (st *Store) Create(ctx context.Context, s Subscription) (*Subscription, error) {
+	now := time.Now().UTC().Truncate(time.Second)
+	s.ID = NewID()
+	s.Created, s.Updated = now, now
+	if s.Profile == "" {
+		s.Profile = profiles.StandardWebhooks
+	}
+	if s.Secrets == nil {
+		s.Secrets = []Secret{{Secret: signing.NewStandardSecret(), Created: now}}
+	}
+	if s.Events == nil {
+		s.Events = []string{}
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	doc, err := json.Marshal(&s)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.kv.Create(ctx, Key(s.Tenant, s.ID), doc); err != nil {
+		return nil, fmt.Errorf("store subscription %s: %w", s.ID, err)
+	}
+	return &s, nil
+}
+
+// Get returns a subscription and the revision to pass to Update.
+func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uint64, error) {
+	e, err := st.kv.Get(ctx, Key(tenant, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("%s/%s: %w", tenant, id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read subscription %s: %w", id, err)
+	}
+	s, err := Parse(e.Value())
+	if err != nil {
+		return nil, e.Revision(), fmt.Errorf("stored subscription %s is invalid: %w", id, err)
+	}
+	return s, e.Revision(), nil
+}
+
+// Update stores s if the stored revision is still revision; otherwise it
+// returns ErrConflict and changes nothing.
+func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*Subscription, error) {
+	s.Updated = time.Now().UTC().Truncate(time.Second)
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	doc, err := json.Marshal(&s)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.kv.Update(ctx, Key(s.Tenant, s.ID), doc, revision); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil, ErrConflict
+		}
+		return nil, fmt.Errorf("update subscription %s: %w", s.ID, err)
+	}
+	return &s, nil
+}
+
+// Delete removes a subscription. Jobs already queued for it are
+// dead-lettered by delivery with the reason "subscription deleted".
+func (st *Store) Delete(ctx context.Context, tenant, id string) error {
+	if _, err := st.kv.Get(ctx, Key(tenant, id)); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%s/%s: %w", tenant, id, ErrNotFound)
+	}
+	if err := st.kv.Delete(ctx, Key(tenant, id)); err != nil {
+		return fmt.Errorf("delete subscription %s: %w", id, err)
+	}
+	return nil
+}
+
+// List returns the documents of tenant, or of every tenant when tenant is
+// "", sorted by key. Invalid documents are included with their error.
+func (st *Store) List(ctx context.Context, tenant string) ([]Entry, error) {
+	filter := ">"
+	if tenant != "" {
+		filter = tenant + ".*"
+	}
+	lister, err := st.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]Entry, 0, len(keys))
+	for _, k := range keys {
+		e, err := st.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted between list and get
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", k, err)
+		}
+		s, perr := Parse(e.Value())
+		out = append(out, Entry{Key: k, Revision: e.Revision(), Sub: s, Err: perr})
+	}
+	return out, nil
+}
+
+// TenantOf finds the tenant of a subscription id, for callers (the CLI)
+// that know only the id.
+func (st *Store) TenantOf(ctx context.Context, id string) (string, error) {
+	if !strings.HasPrefix(id, "sub_") || strings.ContainsAny(id, ".*> ") {
+		return "", fmt.Errorf("%q is not a subscription id (sub_<ULID>)", id)
+	}
+	lister, err := st.kv.ListKeysFiltered(ctx, "*."+id)
+	if err != nil {
+		return "", fmt.Errorf("find subscription %s: %w", id, err)
+	}
+	tenant := ""
+	for k := range lister.Keys() {
+		tenant, _, _ = strings.Cut(k, ".")
+	}
+	if tenant == "" {
+		return "", fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	return tenant, nil
+}

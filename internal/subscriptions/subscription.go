@@ -1,0 +1,266 @@
+// Package subscriptions holds the subscription document of DESIGN.md, its
+// validation, its store in the NATS KV bucket, and the watch-fed cache the
+// services match events against.
+package subscriptions
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/profiles"
+	"github.com/scanwire/scanwire/schemas"
+)
+
+// Default limits of the Detectify document: a noisy scan cannot flood an
+// endpoint.
+const (
+	DefaultFindingsPerScan = 100
+	DefaultFindingsPerType = 10
+)
+
+// Subscription is one subscriber's document, the value of
+// subscriptions.<tenant>.<id> in the KV bucket.
+type Subscription struct {
+	ID                    string    `json:"id"`
+	Tenant                string    `json:"tenant"`
+	URL                   string    `json:"url"`
+	Description           string    `json:"description,omitempty"`
+	Events                []string  `json:"events"`
+	Filter                Filter    `json:"filter"`
+	Limits                Limits    `json:"limits"`
+	Retry                 Retry     `json:"retry"`
+	Profile               string    `json:"profile"`
+	Secrets               []Secret  `json:"secrets"`
+	IncludeCustomerEvents bool      `json:"include_customer_events"`
+	Disabled              bool      `json:"disabled"`
+	DisabledReason        string    `json:"disabled_reason"`
+	Created               time.Time `json:"created"`
+	Updated               time.Time `json:"updated"`
+}
+
+// Filter narrows which events of the subscribed types are delivered.
+type Filter struct {
+	Targets []string `json:"targets,omitempty"`
+	ScanID  string   `json:"scan_id,omitempty"`
+	MinCVSS float64  `json:"min_cvss,omitempty"`
+}
+
+// Limits caps finding deliveries per scan; 0 means the default.
+type Limits struct {
+	FindingsPerScan int `json:"findings_per_scan"`
+	FindingsPerType int `json:"findings_per_type"`
+}
+
+// Retry holds the retry schedule: the delays after each failed attempt.
+// Empty means the profile's default.
+type Retry struct {
+	Schedule []string `json:"schedule,omitempty"`
+}
+
+// Secret is one signing secret. During a rotation several are live; the
+// newest comes first.
+type Secret struct {
+	Secret  string     `json:"secret"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires"`
+}
+
+// FieldError is a user-facing validation error: the field, and what to do.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return "subscription." + e.Field + ": " + e.Message }
+
+// ValidationError lists every problem of a document.
+type ValidationError struct{ Fields []*FieldError }
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// NewID returns a fresh subscription id, sub_<ULID>.
+func NewID() string { return "sub_" + ulid.Make().String() }
+
+// Key is the KV key of a subscription.
+func Key(tenant, id string) string { return tenant + "." + id }
+
+// Parse decodes a stored or submitted document and validates it by schema
+// and by meaning.
+func Parse(doc []byte) (*Subscription, error) {
+	if err := schemas.Validate(schemas.Subscription, doc); err != nil {
+		var se *schemas.Error
+		if !errors.As(err, &se) {
+			return nil, err
+		}
+		ve := &ValidationError{}
+		for _, v := range se.Violations {
+			field := strings.ReplaceAll(strings.TrimPrefix(v.Pointer, "/"), "/", ".")
+			if field == "" {
+				field = "(document)"
+			}
+			ve.Fields = append(ve.Fields, &FieldError{Field: field, Message: v.Message})
+		}
+		return nil, ve
+	}
+	var s Subscription
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, &ValidationError{Fields: []*FieldError{{Field: "(document)", Message: err.Error()}}}
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Validate checks what the schema cannot: event types known, durations
+// positive, the URL usable, secrets fit for the profile.
+func (s *Subscription) Validate() error {
+	ve := &ValidationError{}
+	add := func(field, format string, args ...any) {
+		ve.Fields = append(ve.Fields, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if !strings.HasPrefix(s.ID, "sub_") {
+		add("id", "%q must be sub_<ULID>; omit it on create and one is generated", s.ID)
+	}
+	if err := events.CheckToken("tenant", s.Tenant); err != nil {
+		add("tenant", "%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", s.Tenant)
+	}
+	if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		add("url", "%q must be an absolute https:// URL", s.URL)
+	} else if u.User != nil {
+		add("url", "must not carry a user or password; put credentials in the secret instead")
+	}
+	for i, t := range s.Events {
+		if !validPattern(t) {
+			add(fmt.Sprintf("events[%d]", i), "unknown event type %q; use one of %s, or a wildcard such as finding.*", t, strings.Join(events.Types(), ", "))
+		}
+	}
+	for i, g := range s.Filter.Targets {
+		if _, err := path.Match(g, "x"); err != nil {
+			add(fmt.Sprintf("filter.targets[%d]", i), "%q is not a valid glob: %v", g, err)
+		}
+	}
+	if s.Filter.MinCVSS < 0 || s.Filter.MinCVSS > 10 {
+		add("filter.min_cvss", "%v must be between 0 and 10", s.Filter.MinCVSS)
+	}
+	if s.Limits.FindingsPerScan < 0 {
+		add("limits.findings_per_scan", "%d must be >= 0 (0 means the default, %d)", s.Limits.FindingsPerScan, DefaultFindingsPerScan)
+	}
+	if s.Limits.FindingsPerType < 0 {
+		add("limits.findings_per_type", "%d must be >= 0 (0 means the default, %d)", s.Limits.FindingsPerType, DefaultFindingsPerType)
+	}
+	for i, d := range s.Retry.Schedule {
+		if v, err := time.ParseDuration(d); err != nil || v <= 0 {
+			add(fmt.Sprintf("retry.schedule[%d]", i), "%q must be a positive duration such as 30s, 5m or 2h", d)
+		}
+	}
+	p, ok := profiles.Lookup(s.Profile)
+	if !ok {
+		add("profile", "unknown profile %q; use one of %s", s.Profile, strings.Join(profiles.Names(), ", "))
+	} else {
+		if len(s.Secrets) == 0 && !p.AllowsUnsigned() {
+			add("secrets", "profile %s signs every delivery; omit secrets on create and one is generated", s.Profile)
+		}
+		for i, sec := range s.Secrets {
+			if err := p.CheckSecret(sec.Secret); err != nil {
+				add(fmt.Sprintf("secrets[%d].secret", i), "%v", err)
+			}
+		}
+	}
+	if len(ve.Fields) > 0 {
+		return ve
+	}
+	return nil
+}
+
+// validPattern reports whether p is an event type or a wildcard over
+// known types ("finding.*", "*").
+func validPattern(p string) bool {
+	if events.Known(p) {
+		return true
+	}
+	if !strings.Contains(p, "*") {
+		return false
+	}
+	return slices.ContainsFunc(events.Types(), func(t string) bool { return matchType(p, t) })
+}
+
+// matchType matches an event type against a pattern where "*" stands for
+// one or more dot-separated words at the end ("finding.*") or everything.
+func matchType(pattern, t string) bool {
+	if pattern == "*" || pattern == t {
+		return true
+	}
+	prefix, ok := strings.CutSuffix(pattern, "*")
+	return ok && strings.HasPrefix(t, prefix) && len(t) > len(prefix)
+}
+
+// Wants reports whether the subscription takes events of type t.
+func (s *Subscription) Wants(t string) bool {
+	return slices.ContainsFunc(s.Events, func(p string) bool { return matchType(p, t) })
+}
+
+// Schedule returns the retry delays: the subscription's own, or its
+// profile's default.
+func (s *Subscription) Schedule() []time.Duration {
+	if len(s.Retry.Schedule) == 0 {
+		if p, ok := profiles.Lookup(s.Profile); ok {
+			return p.DefaultSchedule()
+		}
+		return nil
+	}
+	out := make([]time.Duration, 0, len(s.Retry.Schedule))
+	for _, d := range s.Retry.Schedule {
+		if v, err := time.ParseDuration(d); err == nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// LiveSecrets returns the secrets that sign at now, newest first.
+func (s *Subscription) LiveSecrets(now time.Time) []string {
+	out := make([]string, 0, len(s.Secrets))
+	for _, sec := range s.Secrets {
+		if sec.Expires == nil || now.Before(*sec.Expires) {
+			out = append(out, sec.Secret)
+		}
+	}
+	return out
+}
+
+// Redacted returns a copy whose secrets are hidden: what lists and logs show.
+func (s *Subscription) Redacted() *Subscription {
+	c := *s
+	c.Secrets = make([]Secret, len(s.Secrets))
+	for i, sec := range s.Secrets {
+		sec.Secret = redact(sec.Secret)
+		c.Secrets[i] = sec
+	}
+	return &c
+}
+
+func redact(secret string) string {
+	if p, ok := strings.CutPrefix(secret, "whsec_"); ok && len(p) > 4 {
+		return "whsec_" + p[:4] + "…"
+	}
+	return "…"
+}

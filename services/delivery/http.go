@@ -1,0 +1,85 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/scanwire/scanwire/internal/profiles"
+)
+
+// NewHTTPClient returns the client webhooks are sent with: redirects are
+// never followed (a receiver must not be able to bounce a signed request
+// somewhere else) and every phase has a deadline.
+func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext:           dial,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          1000,
+			MaxIdleConnsPerHost:   100,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: timeout,
+			ExpectContinueTimeout: time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// result is what one attempt came to.
+type result struct {
+	status    int
+	err       error
+	body      []byte
+	latency   time.Duration
+	permanent bool // no retry can help
+}
+
+func (r result) ok() bool { return r.err == nil && r.status >= 200 && r.status < 300 }
+
+func (r result) describe() string {
+	if r.err != nil {
+		return r.err.Error()
+	}
+	return fmt.Sprintf("HTTP %d", r.status)
+}
+
+func (r result) errString() string {
+	if r.err != nil {
+		return r.err.Error()
+	}
+	return ""
+}
+
+// post sends one request and reads at most maxBody bytes of the answer.
+func post(ctx context.Context, client *http.Client, url string, req profiles.Request, timeout time.Duration, maxBody int64) result {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(req.Body))
+	if err != nil {
+		return result{err: fmt.Errorf("build request: %w", err), permanent: true}
+	}
+	hreq.Header = req.Header.Clone()
+	start := time.Now()
+	resp, err := client.Do(hreq)
+	if err != nil {
+		var ue interface{ Timeout() bool }
+		if errors.As(err, &ue) && ue.Timeout() {
+			err = fmt.Errorf("timeout after %s", timeout)
+		}
+		return result{err: err, latency: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	return result{status: resp.StatusCode, body: body, latency: time.Since(start)}
+}

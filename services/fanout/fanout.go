@@ -1,0 +1,207 @@
+// Package fanout turns each scan event into one delivery job per matching
+// subscription. It is the only reader of SCAN_EVENTS.
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+)
+
+// Config tunes the fan-out. Zero values take the defaults.
+type Config struct {
+	// Consumer is the durable consumer name; replicas share it, so each
+	// event is fanned out by one of them.
+	Consumer string
+	// Workers is how many events are processed at once.
+	Workers int
+	// AckWait is how long an event may be in flight before JetStream gives
+	// it to another replica.
+	AckWait time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Consumer == "" {
+		c.Consumer = "fanout"
+	}
+	if c.Workers <= 0 {
+		c.Workers = 32
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	return c
+}
+
+// Fanout is the fan-out service.
+type Fanout struct {
+	js   jetstream.JetStream
+	subs *subscriptions.Cache
+	log  *slog.Logger
+	cfg  Config
+}
+
+// New returns a fan-out over js matching against subs.
+func New(js jetstream.JetStream, subs *subscriptions.Cache, log *slog.Logger, cfg Config) *Fanout {
+	return &Fanout{js: js, subs: subs, log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
+}
+
+// Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
+// of its jobs are stored (or it is stored in REJECTED); on any failure it
+// is naked and comes back, and the jobs' dedupe ids keep a second pass
+// from doubling deliveries.
+func (f *Fanout) Run(ctx context.Context) error {
+	cons, err := f.js.CreateOrUpdateConsumer(ctx, natsx.StreamScanEvents, jetstream.ConsumerConfig{
+		Durable:       f.cfg.Consumer,
+		Description:   "scanwire fan-out",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       f.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 16 * f.cfg.Workers,
+	})
+	if err != nil {
+		return fmt.Errorf("fanout consumer: %w", err)
+	}
+	select {
+	case <-f.subs.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	f.log.Info("fan-out started", "consumer", f.cfg.Consumer, "workers", f.cfg.Workers)
+	err = natsx.Consume(ctx, cons, f.cfg.Workers, f.handle, f.log)
+	f.log.Info("fan-out stopped")
+	return err
+}
+
+func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
+	addr, err := events.ParseSubject(msg.Subject())
+	var e *event.Event
+	if err == nil {
+		e, err = events.FromMsg(msg.Headers(), msg.Data())
+	}
+	if err == nil {
+		err = events.Validate(addr, e)
+	}
+	if err != nil {
+		f.reject(ctx, msg, addr.Tenant, err)
+		return
+	}
+	if err := f.fanOut(ctx, e, addr); err != nil {
+		f.retry(msg, fmt.Errorf("fan out %s: %w", e.ID(), err))
+		return
+	}
+	_ = msg.Ack()
+}
+
+// fanOut stores one job per matching subscription and waits until the
+// server has confirmed every one.
+func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address) error {
+	subs := f.subs.Match(addr.Tenant, e.Type())
+	if len(subs) == 0 {
+		return nil
+	}
+	structured, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	acks := make([]jetstream.PubAckFuture, 0, len(subs))
+	for _, s := range subs {
+		j := jobs.Job{
+			WebhookID:      jobs.WebhookID(e.ID(), s.ID),
+			Tenant:         s.Tenant,
+			SubscriptionID: s.ID,
+			EventID:        e.ID(),
+			EventType:      e.Type(),
+			ScanID:         addr.ScanID,
+			Event:          structured,
+			Queued:         now,
+		}
+		m, err := j.Msg()
+		if err != nil {
+			return err
+		}
+		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("queue job for %s: %w", s.ID, err)
+		}
+		acks = append(acks, ack)
+	}
+	return waitAcks(ctx, acks)
+}
+
+func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	for _, a := range acks {
+		select {
+		case <-a.Ok():
+		case err := <-a.Err():
+			return fmt.Errorf("store job: %w", err)
+		case <-timeout.C:
+			return fmt.Errorf("store job: no ack from the server in 30s")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// reject stores an invalid event in REJECTED with its reason, then acks
+// it: an invalid event is never retried forever and never lost.
+func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, reason error) {
+	if !events.ValidToken(tenant) {
+		tenant = "_invalid"
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		f.retry(msg, fmt.Errorf("reject: %w", err))
+		return
+	}
+	rm := nats.NewMsg(events.RejectedSubject(tenant))
+	for k, v := range msg.Headers() {
+		// The original's Nats-Msg-Id and expectations are for SCAN_EVENTS.
+		if !strings.HasPrefix(strings.ToLower(k), "nats-") {
+			rm.Header[k] = v
+		}
+	}
+	rm.Data = msg.Data()
+	rm.Header.Set(events.HeaderRejectReason, reason.Error())
+	rm.Header.Set(events.HeaderOriginalSubject, msg.Subject())
+	seq := strconv.FormatUint(meta.Sequence.Stream, 10)
+	rm.Header.Set(events.HeaderOriginalSeq, seq)
+	rm.Header.Set(nats.MsgIdHdr, "rejected."+seq)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := f.js.PublishMsg(pctx, rm); err != nil {
+		f.retry(msg, fmt.Errorf("store rejected event: %w", err))
+		return
+	}
+	f.log.Info("event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.Error())
+	_ = msg.Ack()
+}
+
+// retry hands an event back after a failure of ours (not the event's),
+// later each time, so a NATS outage is not a hot loop.
+func (f *Fanout) retry(msg jetstream.Msg, err error) {
+	n := uint64(1)
+	if meta, merr := msg.Metadata(); merr == nil {
+		n = meta.NumDelivered
+	}
+	delay := min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
+	f.log.Warn("event will be retried", "subject", msg.Subject(), "delay", delay, "err", err)
+	_ = msg.NakWithDelay(delay)
+}

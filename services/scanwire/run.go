@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/natsx"
+)
+
+// runFlags are the flags of `run` (and `demo`, which runs the same pipeline).
+type runFlags struct {
+	data         string
+	natsListen   string
+	httpAddr     string
+	services     string
+	syncInterval time.Duration
+	fanoutWork   int
+	deliveryWork int
+	timeout      time.Duration
+}
+
+func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defaultHTTP string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.data, "data", defaultData, "directory of the embedded NATS server's JetStream store")
+	fl.StringVar(&f.natsListen, "nats-listen", defaultListen, "host:port where the embedded NATS server accepts clients (port 0 picks one)")
+	fl.StringVar(&f.httpAddr, "http", defaultHTTP, "host:port of the HTTP gateway")
+	fl.StringVar(&f.services, "services", strings.Join(app.AllServices, ","), "services to run in this process (a replica of a scaled deployment runs a subset)")
+	fl.DurationVar(&f.syncInterval, "sync-interval", 0, "fsync interval of the embedded server; 0 fsyncs every write (no acknowledged event is lost on power failure)")
+	fl.IntVar(&f.fanoutWork, "fanout-workers", 32, "events fanned out at once")
+	fl.IntVar(&f.deliveryWork, "delivery-workers", 64, "webhook requests in flight at once")
+	fl.DurationVar(&f.timeout, "timeout", 15*time.Second, "timeout of one webhook attempt")
+}
+
+func (f *runFlags) config(g *globals) (app.Config, error) {
+	log, err := g.logger(os.Stderr)
+	if err != nil {
+		return app.Config{}, err
+	}
+	var services []string
+	for _, s := range strings.Split(f.services, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			services = append(services, s)
+		}
+	}
+	if f.timeout <= 0 {
+		return app.Config{}, fmt.Errorf("--timeout: must be positive, got %s", f.timeout)
+	}
+	cfg := app.Config{
+		NATSURL:  g.natsURL,
+		Server:   natsx.ServerConfig{DataDir: f.data, Listen: f.natsListen, SyncInterval: f.syncInterval},
+		Topology: natsx.DefaultTopology(),
+		HTTPAddr: f.httpAddr,
+		Services: services,
+		Log:      log,
+	}
+	cfg.Fanout.Workers = f.fanoutWork
+	cfg.Delivery.Workers = f.deliveryWork
+	cfg.Delivery.Timeout = f.timeout
+	return cfg, cfg.Validate()
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the pipeline: embedded NATS, fan-out, delivery and the HTTP gateway",
+		Long: `Run starts the whole pipeline in one process. Without --nats it starts an
+embedded NATS JetStream server that keeps its data under --data and accepts
+clients (scanners, 'scanwire publish', 'scanwire subs') at --nats-listen.
+
+With --nats it joins an external NATS instead; --services then picks the
+services of this replica, e.g. two processes with --services fanout share the
+fan-out work. Ctrl-C stops it cleanly: work in flight finishes, the rest is
+handed back to JetStream and resumes at the next start.`,
+		Example: `  scanwire run
+  scanwire run --data /var/lib/scanwire --http :8080
+  scanwire run --nats nats://nats:4222 --services fanout`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config(g)
+			if err != nil {
+				return err
+			}
+			return runUntilDone(cmd.Context(), cfg, nil)
+		},
+	}
+	f.register(cmd, "./data", "127.0.0.1:4222", "127.0.0.1:8080")
+	return cmd
+}
+
+// runUntilDone starts the pipeline and runs until ctx ends or a service
+// fails; then it shuts down under one deadline. With started set, the
+// pipeline runs while started does instead.
+func runUntilDone(ctx context.Context, cfg app.Config, started func(context.Context, *app.App) error) error {
+	a, err := app.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Log.Info("scanwire running", "nats", a.ClientURL(), "services", cfg.Services)
+	var runErr error
+	if started != nil {
+		runErr = started(ctx, a)
+	} else {
+		select {
+		case <-ctx.Done():
+		case runErr = <-a.Err():
+		}
+	}
+	cfg.Log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Close(sctx); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}

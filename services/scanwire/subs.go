@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+)
+
+func newSubsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "subs",
+		Short: "Manage webhook subscriptions (the NATS KV bucket 'subscriptions')",
+		Long: `A subscription sends the events of one tenant that match its event types to
+one URL, signed with its secret. These commands read and write the KV bucket
+directly; a running scanwire picks changes up within a second.`,
+	}
+	cmd.AddCommand(newSubsCreateCmd(g), newSubsListCmd(g), newSubsGetCmd(g), newSubsDeleteCmd(g))
+	return cmd
+}
+
+// subsStore connects to NATS and returns the subscription store.
+func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Conn, error) {
+	log, err := g.logger(io.Discard)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := natsx.Connect(g.clientURL(), "scanwire-cli", nil, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (is 'scanwire run' running? set --nats)", err)
+	}
+	js, err := natsx.JetStream(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	kv, err := js.KeyValue(ctx, natsx.BucketSubscriptions)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bucket %q not found at %s: start 'scanwire run' once to create it", natsx.BucketSubscriptions, g.clientURL())
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return subscriptions.NewStore(kv), nc, nil
+}
+
+func newSubsCreateCmd(g *globals) *cobra.Command {
+	var s subscriptions.Subscription
+	var events, schedule, targets []string
+	var secret string
+	var unsigned bool
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Subscribe a URL to a tenant's events; prints the signing secret once",
+		Example: `  scanwire subs create --tenant acme --url https://hooks.example.com/scanwire \
+    --events finding.high,scan.finished
+  scanwire subs create --tenant acme --url https://soc.example.com/hook --events 'finding.*' \
+    --retry 1s,2s,4s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s.Events = events
+			s.Retry.Schedule = schedule
+			s.Filter.Targets = targets
+			switch {
+			case unsigned:
+				s.Secrets = []subscriptions.Secret{}
+			case secret != "":
+				s.Secrets = []subscriptions.Secret{{Secret: secret}}
+			}
+			store, nc, err := g.subsStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			created, err := store.Create(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "created %s for tenant %s -> %s\n", created.ID, created.Tenant, created.URL)
+			for _, sec := range created.Secrets {
+				fmt.Fprintf(out, "signing secret (shown once, keep it now): %s\n", sec.Secret)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&s.Tenant, "tenant", "", "tenant whose events are sent (required)")
+	fl.StringVar(&s.URL, "url", "", "https URL that receives the webhooks (required)")
+	fl.StringSliceVar(&events, "events", nil, "event types, comma-separated; wildcards such as finding.* allowed (required)")
+	fl.StringVar(&s.Profile, "profile", "standard-webhooks", "receiver dialect: standard-webhooks, pwnkemon, plextrac, x-signature, cg, detectify")
+	fl.StringVar(&secret, "secret", "", "signing secret (default: generated; standard-webhooks needs whsec_<base64>)")
+	fl.BoolVar(&unsigned, "unsigned", false, "send without a signature (only profiles whose document allows it)")
+	fl.StringSliceVar(&schedule, "retry", nil, "retry delays after each failed attempt, e.g. 5s,5m,30m (default: the profile's)")
+	fl.StringSliceVar(&targets, "targets", nil, "only events whose target matches one of these globs, e.g. *.example.com")
+	fl.StringVar(&s.Description, "description", "", "a note for people")
+	for _, f := range []string{"tenant", "url", "events"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}
+
+func newSubsListCmd(g *globals) *cobra.Command {
+	var tenant string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List subscriptions (secrets hidden); invalid documents are shown with the reason",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, nc, err := g.subsStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			entries, err := store.List(cmd.Context(), tenant)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), listJSON(entries))
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTENANT\tURL\tEVENTS\tPROFILE\tSTATUS")
+			for _, e := range entries {
+				if e.Err != nil {
+					fmt.Fprintf(tw, "%s\t\t\t\t\tINVALID: %v\n", e.Key, e.Err)
+					continue
+				}
+				status := "active"
+				if e.Sub.Disabled {
+					status = "disabled: " + e.Sub.DisabledReason
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Sub.ID, e.Sub.Tenant, e.Sub.URL, strings.Join(e.Sub.Events, ","), e.Sub.Profile, status)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's subscriptions")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func listJSON(entries []subscriptions.Entry) []any {
+	out := make([]any, 0, len(entries))
+	for _, e := range entries {
+		if e.Err != nil {
+			out = append(out, map[string]string{"key": e.Key, "invalid": e.Err.Error()})
+			continue
+		}
+		out = append(out, e.Sub.Redacted())
+	}
+	return out
+}
+
+func newSubsGetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get <subscription-id>",
+		Short: "Show one subscription as JSON (secrets hidden)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, nc, err := g.subsStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			tenant, err := store.TenantOf(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			s, _, err := store.Get(cmd.Context(), tenant, args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), s.Redacted())
+		},
+	}
+}
+
+func newSubsDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete <subscription-id>",
+		Short: "Delete a subscription; its queued jobs are dead-lettered, not dropped",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, nc, err := g.subsStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			tenant, err := store.TenantOf(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if err := store.Delete(cmd.Context(), tenant, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s (tenant %s)\n", args[0], tenant)
+			return nil
+		},
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
