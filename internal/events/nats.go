@@ -129,6 +129,26 @@ func (m *msgReader) ReadBinary(ctx context.Context, w binding.BinaryWriter) erro
 
 func (m *msgReader) Finish(error) error { return nil }
 
+// GetAttribute and GetExtension make msgReader a MessageMetadataReader,
+// which binding requires of every binary-mode message.
+func (m *msgReader) GetAttribute(k spec.Kind) (spec.Attribute, any) {
+	attr := m.version.AttributeFromKind(k)
+	if attr == nil {
+		return nil, nil
+	}
+	if v, ok := m.headers[attr.PrefixedName()]; ok {
+		return attr, v
+	}
+	return attr, nil
+}
+
+func (m *msgReader) GetExtension(name string) any {
+	if v, ok := m.headers[headerPrefix+strings.ToLower(name)]; ok {
+		return v
+	}
+	return nil
+}
+
 // msgWriter implements binding's structured and binary writers on a
 // nats.Msg. Header names stay lower case: nats.Header is case-sensitive
 // and the binding spec names them in lower case.
@@ -180,7 +200,8 @@ func (w *msgWriter) SetExtension(name string, value any) error {
 }
 
 var (
-	_ binding.MessageReader    = (*msgReader)(nil)
-	_ binding.StructuredWriter = (*msgWriter)(nil)
-	_ binding.BinaryWriter     = (*msgWriter)(nil)
+	_ binding.MessageReader         = (*msgReader)(nil)
+	_ binding.MessageMetadataReader = (*msgReader)(nil)
+	_ binding.StructuredWriter      = (*msgWriter)(nil)
+	_ binding.BinaryWriter          = (*msgWriter)(nil)
 )
