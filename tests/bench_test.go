@@ -90,13 +90,13 @@ func publishAll(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg, sent fun
 // latencyReceiver records when each webhook id first arrives.
 type latencyReceiver struct {
 	*httptest.Server
-	mu       sync.Mutex
-	eventOf  map[string]string    // webhook id -> event id
-	sentAt   map[string]time.Time // event id -> when it was published
-	latency  []time.Duration
-	seen     map[string]bool
-	done     chan struct{}
-	target   int
+	mu      sync.Mutex
+	eventOf map[string]string    // webhook id -> event id
+	sentAt  map[string]time.Time // event id -> when it was published
+	latency []time.Duration
+	seen    map[string]bool
+	done    chan struct{}
+	target  int
 }
 
 func newLatencyReceiver(b *testing.B) *latencyReceiver {

@@ -45,7 +45,7 @@ It runs until Ctrl-C, or until --scans scans have been fully delivered.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("log-level") {
-				g.logLevel = "warn" // keep the demo's own output readable
+				g.logLevel = "error" // the demo prints retries itself
 			}
 			if f.data == "" {
 				dir, err := os.MkdirTemp("", "scanwire-demo-")
@@ -109,6 +109,15 @@ func (d *demo) run(ctx context.Context, a *app.App) error {
 	})
 	if err != nil {
 		return err
+	}
+	// The services see a new subscription through their KV watch; wait for
+	// it so the first scan is not published to nobody.
+	for _, ok := a.Subs.Get(sub.Tenant, sub.ID); !ok; _, ok = a.Subs.Get(sub.Tenant, sub.ID) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(sub.Secrets[0].Secret, "whsec_"))
 	d.mu.Lock()
