@@ -1,0 +1,58 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/scanwire/scanwire/internal/natsx"
+)
+
+func TestHealthAndReadiness(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := natsx.StartServer(natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := natsx.Connect(ns.ClientURL(), "test", nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := natsx.JetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(nc, js, log))
+	t.Cleanup(srv.Close)
+
+	get := func(path string) int {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get("/healthz"); c != 200 {
+		t.Errorf("/healthz = %d", c)
+	}
+	if c := get("/readyz"); c != 503 {
+		t.Errorf("/readyz before the streams exist = %d, want 503", c)
+	}
+	if err := natsx.DefaultTopology().Ensure(context.Background(), js); err != nil {
+		t.Fatal(err)
+	}
+	if c := get("/readyz"); c != 200 {
+		t.Errorf("/readyz with the streams = %d, want 200", c)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	if c := get("/readyz"); c != 503 {
+		t.Errorf("/readyz with NATS gone = %d, want 503", c)
+	}
+}
