@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/services/delivery"
@@ -128,8 +129,8 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Store = subscriptions.NewStore(kv)
-	a.Subs = subscriptions.NewCache(kv, log)
+	a.Store = subscriptions.NewStore(kv, nil)
+	a.Subs = subscriptions.NewCache(kv, nil, log)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -141,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
 			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
-			d := delivery.New(a.JS, a.Subs, client, log, cfg.Delivery)
+			d := delivery.New(a.JS, a.Subs, client, attempts.NewLog(a.JS, log), log, cfg.Delivery)
 			a.spawn(name, func() error { return d.Run(runCtx) })
 		case ServiceGateway:
 			ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -14,6 +14,7 @@ const (
 	StreamDeliveries = "DELIVERIES"
 	StreamDLQ        = "DLQ"
 	StreamRejected   = "REJECTED"
+	StreamAttempts   = "ATTEMPTS"
 
 	BucketSubscriptions = "subscriptions"
 )
@@ -28,6 +29,8 @@ type Topology struct {
 	EventRetention time.Duration
 	// DeadLetterRetention is how long DLQ and REJECTED keep entries.
 	DeadLetterRetention time.Duration
+	// AttemptRetention is how long the attempt log keeps a record.
+	AttemptRetention time.Duration
 	// DedupeWindow is how long a repeated event id (SCAN_EVENTS) or job id
 	// (DELIVERIES) is recognised and dropped by the server.
 	DedupeWindow time.Duration
@@ -39,6 +42,7 @@ func DefaultTopology() Topology {
 		Replicas:            1,
 		EventRetention:      7 * 24 * time.Hour,
 		DeadLetterRetention: 30 * 24 * time.Hour,
+		AttemptRetention:    7 * 24 * time.Hour,
 		DedupeWindow:        time.Hour,
 	}
 }
@@ -94,6 +98,15 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			MaxAge:      t.DeadLetterRetention,
 			Duplicates:  t.DedupeWindow,
 			MaxMsgSize:  MaxMsgSize,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+		},
+		{
+			Name:        StreamAttempts,
+			Description: "the attempt log: one record per delivery attempt",
+			Subjects:    []string{"attempts.>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      t.AttemptRetention,
 			Storage:     jetstream.FileStorage,
 			Replicas:    t.Replicas,
 		},

@@ -17,8 +17,9 @@ import (
 // Documents that fail validation (written straight into the bucket, say)
 // are left out and logged once per revision; they never stop the cache.
 type Cache struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
+	kv     jetstream.KeyValue
+	policy URLPolicy
+	log    *slog.Logger
 
 	mu       sync.RWMutex
 	byTenant map[string]map[string]*Subscription // tenant -> id -> sub
@@ -28,10 +29,12 @@ type Cache struct {
 	ready     chan struct{}
 }
 
-// NewCache returns a cache over the subscriptions bucket. Call Run.
-func NewCache(kv jetstream.KeyValue, log *slog.Logger) *Cache {
+// NewCache returns a cache over the subscriptions bucket. Documents whose
+// URL fails policy's static checks are invalid. Call Run.
+func NewCache(kv jetstream.KeyValue, policy URLPolicy, log *slog.Logger) *Cache {
 	return &Cache{
 		kv:       kv,
+		policy:   policy,
 		log:      log,
 		byTenant: map[string]map[string]*Subscription{},
 		invalid:  map[string]error{},
@@ -74,7 +77,7 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) {
 		c.remove(key)
 		return
 	}
-	s, err := Parse(e.Value())
+	s, err := parse(e.Value(), c.policy)
 	if err == nil && Key(s.Tenant, s.ID) != key {
 		err = fmt.Errorf("key %q does not match the document's tenant and id (%s)", key, Key(s.Tenant, s.ID))
 	}

@@ -21,14 +21,55 @@ var (
 	ErrConflict = errors.New("subscription was changed by someone else since it was read; read it again and retry")
 )
 
+// URLPolicy is the egress policy as subscriptions need it (egress.Policy).
+type URLPolicy interface {
+	// CheckURL judges a URL fully, resolving its host: at write time.
+	CheckURL(ctx context.Context, raw string) error
+	// CheckURLStatic judges what needs no DNS: for documents read back.
+	CheckURLStatic(raw string) error
+}
+
 // Store reads and writes subscription documents in the KV bucket. It is
 // the one writer the CLI and the gateway share.
 type Store struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	policy URLPolicy
 }
 
-// NewStore returns a store over the subscriptions bucket.
-func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+// NewStore returns a store over the subscriptions bucket. Every URL written
+// must pass policy (nil: no egress checks, for tools that only read).
+func NewStore(kv jetstream.KeyValue, policy URLPolicy) *Store {
+	return &Store{kv: kv, policy: policy}
+}
+
+// validate checks a document about to be written: by meaning, then the URL
+// by the egress policy.
+func (st *Store) validate(ctx context.Context, s *Subscription) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if st.policy != nil {
+		if err := st.policy.CheckURL(ctx, s.URL); err != nil {
+			return &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
+		}
+	}
+	return nil
+}
+
+// parse reads a stored document: schema, meaning, and the static part of
+// the egress policy (DNS is for write and dial time).
+func parse(doc []byte, policy URLPolicy) (*Subscription, error) {
+	s, err := Parse(doc)
+	if err != nil {
+		return nil, err
+	}
+	if policy != nil {
+		if err := policy.CheckURLStatic(s.URL); err != nil {
+			return nil, &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
+		}
+	}
+	return s, nil
+}
 
 // Entry is one stored document: valid (Sub set) or not (Err set, so that
 // lists can show what an operator wrote by hand and why it is ignored).
@@ -55,7 +96,7 @@ func (st *Store) Create(ctx context.Context, s Subscription) (*Subscription, err
 	if s.Events == nil {
 		s.Events = []string{}
 	}
-	if err := s.Validate(); err != nil {
+	if err := st.validate(ctx, &s); err != nil {
 		return nil, err
 	}
 	doc, err := json.Marshal(&s)
@@ -77,7 +118,7 @@ func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uin
 	if err != nil {
 		return nil, 0, fmt.Errorf("read subscription %s: %w", id, err)
 	}
-	s, err := Parse(e.Value())
+	s, err := parse(e.Value(), st.policy)
 	if err != nil {
 		return nil, e.Revision(), fmt.Errorf("stored subscription %s is invalid: %w", id, err)
 	}
@@ -88,7 +129,8 @@ func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uin
 // returns ErrConflict and changes nothing.
 func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*Subscription, error) {
 	s.Updated = time.Now().UTC().Truncate(time.Second)
-	if err := s.Validate(); err != nil {
+	s.Secrets = s.liveSecrets(s.Updated) // expired secrets leave the document
+	if err := st.validate(ctx, &s); err != nil {
 		return nil, err
 	}
 	doc, err := json.Marshal(&s)
@@ -141,7 +183,7 @@ func (st *Store) List(ctx context.Context, tenant string) ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", k, err)
 		}
-		s, perr := Parse(e.Value())
+		s, perr := parse(e.Value(), st.policy)
 		out = append(out, Entry{Key: k, Revision: e.Revision(), Sub: s, Err: perr})
 	}
 	return out, nil

@@ -238,11 +238,10 @@ func (s *Subscription) Schedule() []time.Duration {
 
 // LiveSecrets returns the secrets that sign at now, newest first.
 func (s *Subscription) LiveSecrets(now time.Time) []string {
-	out := make([]string, 0, len(s.Secrets))
-	for _, sec := range s.Secrets {
-		if sec.Expires == nil || now.Before(*sec.Expires) {
-			out = append(out, sec.Secret)
-		}
+	live := s.liveSecrets(now)
+	out := make([]string, len(live))
+	for i, sec := range live {
+		out[i] = sec.Secret
 	}
 	return out
 }

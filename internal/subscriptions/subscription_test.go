@@ -100,8 +100,8 @@ func startKV(t *testing.T) jetstream.KeyValue {
 func TestStoreAndCacheAgree(t *testing.T) {
 	ctx := context.Background()
 	kv := startKV(t)
-	store := NewStore(kv)
-	cache := NewCache(kv, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	store := NewStore(kv, nil)
+	cache := NewCache(kv, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { _ = cache.Run(cctx) }()

@@ -14,6 +14,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/profiles"
@@ -58,17 +59,18 @@ func (c Config) withDefaults() Config {
 
 // Delivery is the delivery service.
 type Delivery struct {
-	js     jetstream.JetStream
-	subs   *subscriptions.Cache
-	client *http.Client
-	log    *slog.Logger
-	cfg    Config
+	js       jetstream.JetStream
+	subs     *subscriptions.Cache
+	client   *http.Client
+	attempts *attempts.Log
+	log      *slog.Logger
+	cfg      Config
 }
 
 // New returns a delivery service. client should come from NewHTTPClient
-// (or follow its rules: no redirects).
-func New(js jetstream.JetStream, subs *subscriptions.Cache, client *http.Client, log *slog.Logger, cfg Config) *Delivery {
-	return &Delivery{js: js, subs: subs, client: client, log: log.With("service", "delivery"), cfg: cfg.withDefaults()}
+// (or follow its rules: no redirects); every attempt is recorded in log.
+func New(js jetstream.JetStream, subs *subscriptions.Cache, client *http.Client, log *attempts.Log, logger *slog.Logger, cfg Config) *Delivery {
+	return &Delivery{js: js, subs: subs, client: client, attempts: log, log: logger.With("service", "delivery"), cfg: cfg.withDefaults()}
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
@@ -127,8 +129,15 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	res := d.attempt(ctx, sub, job)
+	rec := attempts.Attempt{
+		Time: time.Now().UTC(), Tenant: job.Tenant, SubscriptionID: job.SubscriptionID, WebhookID: job.WebhookID,
+		EventID: job.EventID, EventType: job.EventType, Attempt: attempt, Status: res.status, Error: res.errString(),
+		LatencyMS: float64(res.latency.Microseconds()) / 1000, Response: string(res.body),
+	}
 	if res.ok() {
 		log.Debug("delivered", "status", res.status, "latency", res.latency)
+		rec.Outcome = attempts.OutcomeDelivered
+		d.attempts.Record(rec)
 		_ = msg.Ack()
 		return
 	}
@@ -136,9 +145,13 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	if !res.permanent && attempt <= len(schedule) {
 		delay := schedule[attempt-1]
 		log.Warn("attempt failed; will retry", "status", res.status, "err", res.err, "retry_in", delay)
+		rec.Outcome, rec.RetryIn = attempts.OutcomeRetry, delay.String()
+		d.attempts.Record(rec)
 		_ = msg.NakWithDelay(delay)
 		return
 	}
+	rec.Outcome = attempts.OutcomeDead
+	d.attempts.Record(rec)
 	reason := fmt.Sprintf("retries exhausted after %d attempts: %s", attempt, res.describe())
 	if res.permanent {
 		reason = res.describe()

@@ -109,7 +109,7 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
 // fanOut stores one job per matching subscription and waits until the
 // server has confirmed every one.
 func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address) error {
-	subs := f.subs.Match(addr.Tenant, e.Type())
+	subs := f.match(addr.Tenant, e)
 	if len(subs) == 0 {
 		return nil
 	}
@@ -141,6 +141,25 @@ func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address
 		acks = append(acks, ack)
 	}
 	return waitAcks(ctx, acks)
+}
+
+// match returns who gets e. A webhook.test event goes to the one
+// subscription it names (asked for through the API or `scanwire subs
+// test`), whatever event types that subscription takes.
+func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscription {
+	if e.Type() != events.TypeWebhookTest {
+		return f.subs.Match(tenant, e.Type())
+	}
+	var data struct {
+		SubscriptionID string `json:"subscription_id"`
+	}
+	if json.Unmarshal(e.Data(), &data) != nil {
+		return nil
+	}
+	if s, ok := f.subs.Get(tenant, data.SubscriptionID); ok {
+		return []*subscriptions.Subscription{s}
+	}
+	return nil
 }
 
 func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {

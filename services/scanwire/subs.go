@@ -53,7 +53,7 @@ func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Co
 		nc.Close()
 		return nil, nil, err
 	}
-	return subscriptions.NewStore(kv), nc, nil
+	return subscriptions.NewStore(kv, nil), nc, nil
 }
 
 func newSubsCreateCmd(g *globals) *cobra.Command {
