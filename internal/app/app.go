@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/services/delivery"
@@ -53,6 +54,7 @@ type Config struct {
 	Services []string
 	Fanout   fanout.Config
 	Delivery delivery.Config
+	Gateway  gateway.Config
 	Log      *slog.Logger
 }
 
@@ -74,8 +76,10 @@ type App struct {
 	Server *server.Server // nil with an external NATS
 	NC     *nats.Conn
 	JS     jetstream.JetStream
-	Subs   *subscriptions.Cache
-	Store  *subscriptions.Store
+	Subs     *subscriptions.Cache
+	Store    *subscriptions.Store
+	Attempts *attempts.Log
+	DLQ      *jobs.DeadLetters
 
 	cfg    Config
 	log    *slog.Logger
@@ -131,6 +135,8 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	}
 	a.Store = subscriptions.NewStore(kv, nil)
 	a.Subs = subscriptions.NewCache(kv, nil, log)
+	a.Attempts = attempts.NewLog(a.JS, log)
+	a.DLQ = jobs.NewDeadLetters(a.JS)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -142,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
 			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
-			d := delivery.New(a.JS, a.Subs, client, attempts.NewLog(a.JS, log), log, cfg.Delivery)
+			d := delivery.New(a.JS, a.Subs, client, a.Attempts, log, cfg.Delivery)
 			a.spawn(name, func() error { return d.Run(runCtx) })
 		case ServiceGateway:
 			ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -151,7 +157,10 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 				return nil, fmt.Errorf("--http %s: %w", cfg.HTTPAddr, err)
 			}
 			a.httpLn = ln
-			g := gateway.New(a.NC, a.JS, log)
+			if cfg.Gateway.Keys.Empty() {
+				log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
+			}
+			g := gateway.New(a.JS, a.Store, a.Attempts, a.DLQ, log, cfg.Gateway)
 			a.http = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 			a.spawn(name, func() error { return gateway.Serve(a.http, ln, log) })
 		}

@@ -1,5 +1,6 @@
-// Package gateway is scanwire's HTTP API: health, readiness and (growing)
-// the /v1 endpoints of DESIGN.md.
+// Package gateway is scanwire's HTTP API: events in, subscriptions, the
+// attempt log and the DLQ, health and readiness. Every /v1 call is
+// authenticated and confined to the caller's tenant.
 package gateway
 
 import (
@@ -11,29 +12,65 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/subscriptions"
 )
+
+// MaxBody caps every request body; larger requests get 413.
+const MaxBody = 1 << 20
+
+// Config tunes the gateway.
+type Config struct {
+	Keys Keys
+	// TestWait bounds how long POST /v1/subscriptions/{id}/test waits for
+	// the first attempt (default 30s).
+	TestWait time.Duration
+}
 
 // Gateway is the HTTP API.
 type Gateway struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
-	mux *http.ServeMux
+	js       jetstream.JetStream
+	store    *subscriptions.Store
+	attempts *attempts.Log
+	dlq      *jobs.DeadLetters
+	log      *slog.Logger
+	cfg      Config
+	mux      *http.ServeMux
 }
 
 // New returns the gateway's handler.
-func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Gateway {
-	g := &Gateway{nc: nc, js: js, log: log.With("service", "gateway"), mux: http.NewServeMux()}
+func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, dlq *jobs.DeadLetters, logger *slog.Logger, cfg Config) *Gateway {
+	if cfg.TestWait <= 0 {
+		cfg.TestWait = 30 * time.Second
+	}
+	g := &Gateway{js: js, store: store, attempts: log, dlq: dlq, log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
+	g.mux.HandleFunc("POST /v1/events", g.authed(g.publishEvent))
+	g.mux.HandleFunc("GET /v1/subscriptions", g.authed(g.listSubscriptions))
+	g.mux.HandleFunc("POST /v1/subscriptions", g.authed(g.createSubscription))
+	g.mux.HandleFunc("GET /v1/subscriptions/{id}", g.authed(g.getSubscription))
+	g.mux.HandleFunc("PATCH /v1/subscriptions/{id}", g.authed(g.patchSubscription))
+	g.mux.HandleFunc("DELETE /v1/subscriptions/{id}", g.authed(g.deleteSubscription))
+	g.mux.HandleFunc("POST /v1/subscriptions/{id}/rotate-secret", g.authed(g.rotateSecret))
+	g.mux.HandleFunc("POST /v1/subscriptions/{id}/test", g.authed(g.testSubscription))
+	g.mux.HandleFunc("GET /v1/subscriptions/{id}/attempts", g.authed(g.listAttempts))
+	g.mux.HandleFunc("GET /v1/dlq", g.authed(g.listDLQ))
+	g.mux.HandleFunc("POST /v1/dlq/{id}/replay", g.authed(g.replayDLQ))
+	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
 	return g
 }
 
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	g.mux.ServeHTTP(w, r)
+}
 
 // Serve runs srv on ln until it is shut down; a clean shutdown is not an
 // error.
@@ -51,25 +88,53 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz says the process can do its work: NATS connected and every
-// stream of DESIGN.md reachable.
+// stream reachable.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if !g.nc.IsConnected() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "nats not connected"})
+	if !g.js.Conn().IsConnected() {
+		writeError(w, http.StatusServiceUnavailable, "", "nats not connected")
 		return
 	}
-	for _, name := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, natsx.StreamDLQ, natsx.StreamRejected} {
+	for _, name := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, natsx.StreamDLQ, natsx.StreamRejected, natsx.StreamAttempts} {
 		if _, err := g.js.Stream(ctx, name); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "stream " + name + ": " + err.Error()})
+			writeError(w, http.StatusServiceUnavailable, "", "stream "+name+": "+err.Error())
 			return
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// apiError is the body of every error answer.
+type apiError struct {
+	Error    string `json:"error"`
+	Field    string `json:"field,omitempty"`
+	Problems any    `json:"problems,omitempty"`
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, field, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Field: field})
+}
+
+// readBody reads a request body, answering 413 when it is over MaxBody.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := readAll(r)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "", "request body over 1 MiB")
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "", "read body: "+err.Error())
+		return nil, false
+	}
+	return b, true
 }

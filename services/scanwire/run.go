@@ -11,6 +11,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/services/gateway"
 )
 
 // runFlags are the flags of `run` (and `demo`, which runs the same pipeline).
@@ -58,6 +59,9 @@ func (f *runFlags) config(g *globals) (app.Config, error) {
 		HTTPAddr: f.httpAddr,
 		Services: services,
 		Log:      log,
+	}
+	if cfg.Gateway.Keys, err = gateway.ParseKeys(os.Getenv("SCANWIRE_ADMIN_KEY"), os.Getenv("SCANWIRE_API_KEYS")); err != nil {
+		return app.Config{}, err
 	}
 	cfg.Fanout.Workers = f.fanoutWork
 	cfg.Delivery.Workers = f.deliveryWork

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/scanwire/scanwire/internal/events"
+)
+
+// Keys are the API keys: one admin key that acts for any tenant, and one
+// key per tenant that sees and changes only that tenant.
+type Keys struct {
+	Admin   string
+	Tenants map[string]string // tenant -> key
+}
+
+// ParseKeys reads SCANWIRE_ADMIN_KEY and SCANWIRE_API_KEYS
+// ("tenant=key,tenant=key").
+func ParseKeys(admin, tenants string) (Keys, error) {
+	k := Keys{Admin: admin, Tenants: map[string]string{}}
+	seen := map[string]bool{}
+	if admin != "" {
+		if len(admin) < 16 {
+			return k, fmt.Errorf("SCANWIRE_ADMIN_KEY: use at least 16 characters")
+		}
+		seen[admin] = true
+	}
+	for _, pair := range strings.Split(tenants, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		tenant, key, ok := strings.Cut(pair, "=")
+		if !ok || key == "" {
+			return k, fmt.Errorf("SCANWIRE_API_KEYS: %q must be tenant=key", tenant)
+		}
+		if err := events.CheckToken("SCANWIRE_API_KEYS tenant", tenant); err != nil {
+			return k, err
+		}
+		if len(key) < 16 {
+			return k, fmt.Errorf("SCANWIRE_API_KEYS: the key of tenant %s is shorter than 16 characters", tenant)
+		}
+		if seen[key] {
+			return k, fmt.Errorf("SCANWIRE_API_KEYS: the key of tenant %s is used twice; every key must be unique", tenant)
+		}
+		seen[key] = true
+		k.Tenants[tenant] = key
+	}
+	return k, nil
+}
+
+// Empty reports whether no key is configured: every /v1 call is refused.
+func (k Keys) Empty() bool { return k.Admin == "" && len(k.Tenants) == 0 }
+
+// caller is who made a request.
+type caller struct {
+	admin  bool
+	tenant string // the key's tenant; for the admin, the one it names
+}
+
+// identify finds the key presented. Every configured key is compared, in
+// constant time over hashes, so neither the timing nor the length of the
+// presented key tells how close it came.
+func (k Keys) identify(presented string) (caller, bool) {
+	if presented == "" {
+		return caller{}, false
+	}
+	p := sha256.Sum256([]byte(presented))
+	var found caller
+	match := 0
+	if k.Admin != "" {
+		a := sha256.Sum256([]byte(k.Admin))
+		if subtle.ConstantTimeCompare(p[:], a[:]) == 1 {
+			found, match = caller{admin: true}, 1
+		}
+	}
+	for tenant, key := range k.Tenants {
+		h := sha256.Sum256([]byte(key))
+		if subtle.ConstantTimeCompare(p[:], h[:]) == 1 {
+			found, match = caller{tenant: tenant}, 1
+		}
+	}
+	return found, match == 1
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, c caller)
+
+// authed checks the bearer key. The admin names the tenant it acts for
+// with ?tenant= (handlers may also take it from the body).
+func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		c, found := g.cfg.Keys.identify(strings.TrimSpace(key))
+		if !ok || !found {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="scanwire"`)
+			writeError(w, http.StatusUnauthorized, "", "missing or unknown API key: send Authorization: Bearer <key> (SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY)")
+			return
+		}
+		if c.admin {
+			c.tenant = r.URL.Query().Get("tenant")
+		} else if t := r.URL.Query().Get("tenant"); t != "" && t != c.tenant {
+			writeError(w, http.StatusForbidden, "tenant", "this key acts for tenant "+c.tenant+" only")
+			return
+		}
+		h(w, r, c)
+	}
+}
+
+func readAll(r *http.Request) ([]byte, error) { return io.ReadAll(r.Body) }

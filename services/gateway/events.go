@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scanwire/scanwire/internal/events"
+)
+
+// publishEvent is POST /v1/events: a CloudEvent over HTTP, binary or
+// structured mode. The HTTP binding's headers (Ce-Id, Content-Type) are
+// the NATS binding's in another case, so the request is decoded and
+// validated by the very code fan-out runs: one mistake, one message.
+func (g *Gateway) publishEvent(w http.ResponseWriter, r *http.Request, c caller) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	h := nats.Header{}
+	for k, v := range r.Header {
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "ce-") || lk == "content-type" {
+			h[lk] = v
+		}
+	}
+	e, err := events.FromMsg(h, body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "", err.Error())
+		return
+	}
+	tenant := events.Tenant(e)
+	if !c.admin && tenant != "" && tenant != c.tenant {
+		writeError(w, http.StatusForbidden, "tenant", "this key publishes for tenant "+c.tenant+" only")
+		return
+	}
+	kind, _ := events.KindOf(e.Type())
+	if err := events.Validate(events.Address{Tenant: tenant, ScanID: e.Subject(), Kind: kind}, e); err != nil {
+		var ie *events.InvalidError
+		field := ""
+		if errors.As(err, &ie) && len(ie.Problems) > 0 {
+			field = ie.Problems[0].Field
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: err.Error(), Field: field, Problems: problems(ie)})
+		return
+	}
+	subject, _ := events.Subject(tenant, e.Subject(), e.Type())
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	ack, err := events.Publish(ctx, g.js, subject, e)
+	if err != nil {
+		g.log.Error("publish failed", "event_id", e.ID(), "err", err)
+		writeError(w, http.StatusServiceUnavailable, "", "could not store the event; retry with the same id")
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": e.ID(), "subject": subject, "duplicate": ack.Duplicate})
+}
+
+func problems(ie *events.InvalidError) any {
+	if ie == nil {
+		return nil
+	}
+	return ie.Problems
+}

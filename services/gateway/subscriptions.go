@@ -1,0 +1,279 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/schemas"
+)
+
+// subscriptionError answers a store error with its status: 422 for a bad
+// document (naming the first field), 404, 409 for a lost race.
+func (g *Gateway) subscriptionError(w http.ResponseWriter, err error) {
+	var ve *subscriptions.ValidationError
+	var fe *subscriptions.FieldError
+	switch {
+	case errors.As(err, &ve):
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: err.Error(), Field: ve.Fields[0].Field, Problems: ve.Fields})
+	case errors.As(err, &fe):
+		writeError(w, http.StatusUnprocessableEntity, fe.Field, err.Error())
+	case errors.Is(err, subscriptions.ErrNotFound):
+		writeError(w, http.StatusNotFound, "", "subscription not found")
+	case errors.Is(err, subscriptions.ErrConflict):
+		writeError(w, http.StatusConflict, "", err.Error())
+	default:
+		g.log.Error("subscription store", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "", "subscription store unavailable")
+	}
+}
+
+// owned resolves {id} for the caller: a tenant's key finds only its own
+// subscriptions (another tenant's is 404, not 403, so that ids cannot be
+// probed); the admin finds any.
+func (g *Gateway) owned(w http.ResponseWriter, r *http.Request, c caller) (tenant, id string, ok bool) {
+	id = r.PathValue("id")
+	tenant = c.tenant
+	if c.admin && tenant == "" {
+		t, err := g.store.TenantOf(r.Context(), id)
+		if err != nil {
+			g.subscriptionError(w, err)
+			return "", "", false
+		}
+		tenant = t
+	}
+	if _, _, err := g.store.Get(r.Context(), tenant, id); err != nil && errors.Is(err, subscriptions.ErrNotFound) {
+		g.subscriptionError(w, err)
+		return "", "", false
+	}
+	return tenant, id, true
+}
+
+func (g *Gateway) listSubscriptions(w http.ResponseWriter, r *http.Request, c caller) {
+	entries, err := g.store.List(r.Context(), c.tenant)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	subs := []*subscriptions.Subscription{}
+	invalid := []map[string]string{}
+	for _, e := range entries {
+		if e.Err != nil {
+			invalid = append(invalid, map[string]string{"key": e.Key, "error": e.Err.Error()})
+			continue
+		}
+		subs = append(subs, e.Sub.Redacted())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"subscriptions": subs, "invalid": invalid})
+}
+
+func (g *Gateway) createSubscription(w http.ResponseWriter, r *http.Request, c caller) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		writeError(w, http.StatusBadRequest, "", "body must be a JSON subscription document: "+err.Error())
+		return
+	}
+	bodyTenant, _ := doc["tenant"].(string)
+	switch {
+	case !c.admin && bodyTenant != "" && bodyTenant != c.tenant:
+		writeError(w, http.StatusForbidden, "tenant", "this key creates subscriptions for tenant "+c.tenant+" only")
+		return
+	case bodyTenant == "" && c.tenant == "":
+		writeError(w, http.StatusUnprocessableEntity, "tenant", "the admin key names the tenant: add \"tenant\" to the body or ?tenant=")
+		return
+	case bodyTenant == "":
+		doc["tenant"] = c.tenant
+	}
+	for _, f := range []string{"id", "created", "updated"} {
+		if _, ok := doc[f]; ok {
+			writeError(w, http.StatusUnprocessableEntity, f, f+" is set by scanwire; leave it out")
+			return
+		}
+	}
+	body, _ = json.Marshal(doc)
+	if err := schemas.Validate(schemas.Subscription, body); err != nil {
+		g.subscriptionError(w, schemaError(err))
+		return
+	}
+	var s subscriptions.Subscription
+	if err := json.Unmarshal(body, &s); err != nil {
+		writeError(w, http.StatusBadRequest, "", err.Error())
+		return
+	}
+	created, err := g.store.Create(r.Context(), s)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/subscriptions/"+created.ID)
+	writeJSON(w, http.StatusCreated, created) // the one time the secret is shown
+}
+
+// schemaError turns a schema failure into the store's error type, so both
+// read the same to a client.
+func schemaError(err error) error {
+	var se *schemas.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	ve := &subscriptions.ValidationError{}
+	for _, v := range se.Violations {
+		field := strings.ReplaceAll(strings.TrimPrefix(v.Pointer, "/"), "/", ".")
+		ve.Fields = append(ve.Fields, &subscriptions.FieldError{Field: field, Message: v.Message})
+	}
+	return ve
+}
+
+func (g *Gateway) getSubscription(w http.ResponseWriter, r *http.Request, c caller) {
+	tenant, id, ok := g.owned(w, r, c)
+	if !ok {
+		return
+	}
+	s, rev, err := g.store.Get(r.Context(), tenant, id)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(rev, 10)))
+	writeJSON(w, http.StatusOK, s.Redacted())
+}
+
+// patchSubscription applies a JSON merge patch. With If-Match (the ETag of
+// a GET) the change applies only to that revision, so two people editing
+// at once cannot silently overwrite each other: the second gets 409.
+func (g *Gateway) patchSubscription(w http.ResponseWriter, r *http.Request, c caller) {
+	tenant, id, ok := g.owned(w, r, c)
+	if !ok {
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	s, rev, err := g.store.Get(r.Context(), tenant, id)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	if m := r.Header.Get("If-Match"); m != "" {
+		want, err := strconv.ParseUint(strings.Trim(m, `"`), 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "", "If-Match must be the ETag of a GET")
+			return
+		}
+		if want != rev {
+			g.subscriptionError(w, subscriptions.ErrConflict)
+			return
+		}
+	}
+	next, err := s.Patch(body)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	updated, err := g.store.Update(r.Context(), *next, rev)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, updated.Redacted())
+}
+
+func (g *Gateway) deleteSubscription(w http.ResponseWriter, r *http.Request, c caller) {
+	tenant, id, ok := g.owned(w, r, c)
+	if !ok {
+		return
+	}
+	if err := g.store.Delete(r.Context(), tenant, id); err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// rotateSecret is POST /v1/subscriptions/{id}/rotate-secret with an
+// optional body {"overlap": "24h", "secret": "..."}.
+func (g *Gateway) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
+	tenant, id, ok := g.owned(w, r, c)
+	if !ok {
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	req := struct {
+		Overlap string `json:"overlap"`
+		Secret  string `json:"secret"`
+	}{Overlap: subscriptions.DefaultOverlap.String()}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "", `body is {"overlap": "24h", "secret": "..."}, both optional: `+err.Error())
+			return
+		}
+	}
+	overlap, err := time.ParseDuration(req.Overlap)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "overlap", req.Overlap+" is not a duration such as 24h or 0s")
+		return
+	}
+	s, err := g.store.Rotate(r.Context(), tenant, id, overlap, req.Secret)
+	if err != nil {
+		g.subscriptionError(w, err)
+		return
+	}
+	out := map[string]any{"id": s.ID, "secret": s.Secrets[0].Secret, "overlap": overlap.String()}
+	if len(s.Secrets) > 1 {
+		out["previous_secrets_expire"] = s.Secrets[1].Expires
+	}
+	writeJSON(w, http.StatusOK, out) // the one time the new secret is shown
+}
+
+// testSubscription sends a webhook.test event through the pipeline and
+// reports its first attempt.
+func (g *Gateway) testSubscription(w http.ResponseWriter, r *http.Request, c caller) {
+	tenant, id, ok := g.owned(w, r, c)
+	if !ok {
+		return
+	}
+	res, err := g.attempts.SendTest(r.Context(), tenant, id, g.cfg.TestWait)
+	switch {
+	case errors.Is(err, attempts.ErrNoAttempt):
+		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"error": "no attempt within " + g.cfg.TestWait.String() + "; the test delivery is queued and will still be made",
+			"event_id": res.EventID, "webhook_id": res.WebhookID})
+	case err != nil:
+		g.log.Error("test delivery", "subscription_id", id, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "", "could not send the test event")
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+func (g *Gateway) listAttempts(w http.ResponseWriter, r *http.Request, c caller) {
+	tenant, id, ok := g.owned(w, r, c)
+	if !ok {
+		return
+	}
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	list, err := g.attempts.List(r.Context(), attempts.Query{Tenant: tenant, SubscriptionID: id, EventID: r.URL.Query().Get("event_id"), Limit: limit})
+	if err != nil {
+		g.log.Error("list attempts", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "", "attempt log unavailable")
+		return
+	}
+	if list == nil {
+		list = []attempts.Attempt{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"attempts": list})
+}
