@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,5 +136,89 @@ func TestSubsCreateListDelete(t *testing.T) {
 	}
 	if _, err := runCLI(t, ctx, "subs", "delete", "--nats", a.ClientURL(), id); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("second delete: %v", err)
+	}
+}
+
+// The operator's loop from the CLI: test a subscription, read its attempt
+// log, rotate its secret, find a dead letter and replay it.
+func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
+	a, err := app.Start(context.Background(), app.Config{
+		Server:   natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"},
+		Topology: natsx.DefaultTopology(),
+		Services: []string{app.ServiceFanout, app.ServiceDelivery},
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	var mu sync.Mutex
+	status := 200
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.WriteHeader(status)
+		fmt.Fprint(w, "thanks")
+	}))
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	nats := "--nats=" + a.ClientURL()
+
+	out, err := runCLI(t, ctx, "subs", "create", nats, "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
+	if err != nil {
+		t.Fatalf("create: %v %s", err, out)
+	}
+	id := strings.Fields(out)[1]
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, ok := a.Subs.Get("acme", id); ok {
+			break
+		}
+	}
+	out, err = runCLI(t, ctx, "subs", "test", nats, id)
+	if err != nil || !strings.Contains(out, "attempt 1: HTTP 200, delivered") || !strings.Contains(out, "response: thanks") {
+		t.Fatalf("subs test: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, ctx, "attempts", nats, "--subscription", id)
+	if err != nil || !strings.Contains(out, "webhook.test") || !strings.Contains(out, "HTTP 200, delivered") {
+		t.Errorf("attempts: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, ctx, "subs", "rotate-secret", nats, id, "--overlap", "2h")
+	if err != nil || !strings.Contains(out, "new signing secret (shown once, keep it now): whsec_") || !strings.Contains(out, "keeps signing until") {
+		t.Errorf("rotate: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, ctx, "subs", "update", nats, id, "--description", "soc hook", "--events", "scan.*")
+	if err != nil || !strings.Contains(out, `"description": "soc hook"`) || !strings.Contains(out, `"scan.*"`) {
+		t.Errorf("update: %v\n%s", err, out)
+	}
+
+	mu.Lock()
+	status = 500
+	mu.Unlock()
+	e := events.New("acme", "//s", "scan.started", "s1", []byte(`{"scan_id":"s1","target":"t"}`))
+	if _, err := events.Publish(ctx, a.JS, "scans.acme.s1.started", &e); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if out, _ = runCLI(t, ctx, "dlq", "list", nats); strings.Contains(out, e.ID()) {
+			break
+		}
+	}
+	if !strings.Contains(out, "retries exhausted after 2 attempts: HTTP 500") {
+		t.Fatalf("dlq list:\n%s", out)
+	}
+	dlqID := strings.Fields(strings.Split(out, "\n")[1])[0]
+	mu.Lock()
+	status = 200
+	mu.Unlock()
+	if out, err = runCLI(t, ctx, "dlq", "replay", nats, dlqID); err != nil || !strings.Contains(out, "replayed "+dlqID) {
+		t.Fatalf("replay: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if out, _ = runCLI(t, ctx, "attempts", nats, "--subscription", id, "--event", e.ID()); strings.Contains(out, "delivered") {
+			break
+		}
+	}
+	if !strings.Contains(out, "HTTP 200, delivered") {
+		t.Errorf("replayed event not delivered:\n%s", out)
 	}
 }

@@ -25,12 +25,13 @@ func newSubsCmd(g *globals) *cobra.Command {
 one URL, signed with its secret. These commands read and write the KV bucket
 directly; a running scanwire picks changes up within a second.`,
 	}
-	cmd.AddCommand(newSubsCreateCmd(g), newSubsListCmd(g), newSubsGetCmd(g), newSubsDeleteCmd(g))
+	cmd.AddCommand(newSubsCreateCmd(g), newSubsListCmd(g), newSubsGetCmd(g), newSubsUpdateCmd(g),
+		newSubsDeleteCmd(g), newSubsRotateCmd(g), newSubsTestCmd(g))
 	return cmd
 }
 
-// subsStore connects to NATS and returns the subscription store.
-func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Conn, error) {
+// connect opens a client connection for the CLI's commands.
+func (g *globals) connect() (*nats.Conn, jetstream.JetStream, error) {
 	log, err := g.logger(io.Discard)
 	if err != nil {
 		return nil, nil, err
@@ -42,6 +43,15 @@ func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Co
 	js, err := natsx.JetStream(nc)
 	if err != nil {
 		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// subsStore connects to NATS and returns the subscription store.
+func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Conn, error) {
+	nc, js, err := g.connect()
+	if err != nil {
 		return nil, nil, err
 	}
 	kv, err := js.KeyValue(ctx, natsx.BucketSubscriptions)
