@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/events"
 )
 
 // Cache keeps every valid subscription in memory, fed by a watch on the KV
@@ -21,9 +23,13 @@ type Cache struct {
 	policy URLPolicy
 	log    *slog.Logger
 
-	mu       sync.RWMutex
-	byTenant map[string]map[string]*Subscription // tenant -> id -> sub
-	invalid  map[string]error                    // key -> why it is ignored
+	mu sync.RWMutex
+	// byTenant holds every valid subscription; index holds each again
+	// under every event type it takes, so matching an event touches only
+	// the subscriptions of its tenant that want its type.
+	byTenant map[string]map[string]*Subscription            // tenant -> id -> sub
+	index    map[string]map[string]map[string]*Subscription // tenant -> type -> id -> sub
+	invalid  map[string]error                               // key -> why it is ignored
 
 	readyOnce sync.Once
 	ready     chan struct{}
@@ -37,6 +43,7 @@ func NewCache(kv jetstream.KeyValue, policy URLPolicy, log *slog.Logger) *Cache 
 		policy:   policy,
 		log:      log,
 		byTenant: map[string]map[string]*Subscription{},
+		index:    map[string]map[string]map[string]*Subscription{},
 		invalid:  map[string]error{},
 		ready:    make(chan struct{}),
 	}
@@ -66,18 +73,19 @@ func (c *Cache) Run(ctx context.Context) error {
 				c.readyOnce.Do(func() { close(c.ready) })
 				continue
 			}
-			c.apply(e)
+			c.apply(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
 		}
 	}
 }
 
-func (c *Cache) apply(e jetstream.KeyValueEntry) {
-	key := e.Key()
-	if e.Operation() != jetstream.KeyValuePut {
+// apply takes one change of the bucket: a document put at revision, or a
+// key deleted (or purged).
+func (c *Cache) apply(key string, value []byte, revision uint64, deleted bool) {
+	if deleted {
 		c.remove(key)
 		return
 	}
-	s, err := parse(e.Value(), c.policy)
+	s, err := parse(value, c.policy)
 	if err == nil && Key(s.Tenant, s.ID) != key {
 		err = fmt.Errorf("key %q does not match the document's tenant and id (%s)", key, Key(s.Tenant, s.ID))
 	}
@@ -86,18 +94,45 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) {
 		c.mu.Lock()
 		c.invalid[key] = err
 		c.mu.Unlock()
-		c.log.Warn("ignoring invalid subscription document", "key", key, "revision", e.Revision(), "err", err)
+		c.log.Warn("ignoring invalid subscription document", "key", key, "revision", revision, "err", err)
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.invalid, key)
+	c.unindex(s.Tenant, s.ID)
 	m := c.byTenant[s.Tenant]
 	if m == nil {
 		m = map[string]*Subscription{}
 		c.byTenant[s.Tenant] = m
 	}
 	m[s.ID] = s
+	types := c.index[s.Tenant]
+	if types == nil {
+		types = map[string]map[string]*Subscription{}
+		c.index[s.Tenant] = types
+	}
+	for _, t := range events.Types() {
+		if s.Wants(t) {
+			if types[t] == nil {
+				types[t] = map[string]*Subscription{}
+			}
+			types[t][s.ID] = s
+		}
+	}
+}
+
+// unindex removes a subscription from the type index; c.mu is held.
+func (c *Cache) unindex(tenant, id string) {
+	old, ok := c.byTenant[tenant][id]
+	if !ok {
+		return
+	}
+	for _, t := range events.Types() {
+		if old.Wants(t) {
+			delete(c.index[tenant][t], id)
+		}
+	}
 }
 
 func (c *Cache) remove(key string) {
@@ -106,6 +141,7 @@ func (c *Cache) remove(key string) {
 	delete(c.invalid, key)
 	// Tenants are subject tokens and hold no dot: the first one splits.
 	tenant, id, _ := strings.Cut(key, ".")
+	c.unindex(tenant, id)
 	if m := c.byTenant[tenant]; m != nil {
 		delete(m, id)
 		if len(m) == 0 {
@@ -117,12 +153,12 @@ func (c *Cache) remove(key string) {
 // Match returns the subscriptions of tenant that take events of type
 // eventType, disabled ones included: their jobs are dead-lettered with the
 // reason, not dropped. The returned values are shared: do not modify them.
-func (c *Cache) Match(tenant, eventType string) []*Subscription {
+func (c *Cache) Match(tenant, eventType string, f Facts) []*Subscription {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out []*Subscription
-	for _, s := range c.byTenant[tenant] {
-		if s.Wants(eventType) {
+	for _, s := range c.index[tenant][eventType] {
+		if s.Accepts(f) {
 			out = append(out, s)
 		}
 	}

@@ -218,6 +218,38 @@ func (s *Subscription) Wants(t string) bool {
 	return slices.ContainsFunc(s.Events, func(p string) bool { return matchType(p, t) })
 }
 
+// Facts are what filters look at in an event.
+type Facts struct {
+	Target string
+	ScanID string
+	// CVSS is the finding's score; HasCVSS is false for other events.
+	CVSS    float64
+	HasCVSS bool
+}
+
+// Accepts reports whether the subscription's filter lets an event with
+// these facts through. filter.min_cvss applies to findings only: a scan's
+// start and end are not filtered away by a severity floor.
+func (s *Subscription) Accepts(f Facts) bool {
+	if s.Filter.ScanID != "" && s.Filter.ScanID != f.ScanID {
+		return false
+	}
+	if f.HasCVSS && f.CVSS < s.Filter.MinCVSS {
+		return false
+	}
+	if len(s.Filter.Targets) == 0 {
+		return true
+	}
+	host := strings.ToLower(f.Target)
+	if u, err := url.Parse(host); err == nil && u.Host != "" {
+		host = u.Hostname() // a target given as a URL is matched by its host
+	}
+	return slices.ContainsFunc(s.Filter.Targets, func(g string) bool {
+		ok, _ := path.Match(strings.ToLower(g), host)
+		return ok
+	})
+}
+
 // Schedule returns the retry delays: the subscription's own, or its
 // profile's default.
 func (s *Subscription) Schedule() []time.Duration {

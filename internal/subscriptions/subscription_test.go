@@ -118,7 +118,7 @@ func TestStoreAndCacheAgree(t *testing.T) {
 	if _, err := kv.Put(ctx, "acme.sub_BROKEN", []byte(`{"tenant":"acme","url":"nope"}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(cache.Match("acme", "finding.high")) == 1 })
+	waitFor(t, func() bool { return len(cache.Match("acme", "finding.high", Facts{})) == 1 })
 	if _, ok := cache.Get("acme", "sub_BROKEN"); ok {
 		t.Error("invalid document entered the cache")
 	}

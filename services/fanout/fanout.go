@@ -148,7 +148,7 @@ func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address
 // test`), whatever event types that subscription takes.
 func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscription {
 	if e.Type() != events.TypeWebhookTest {
-		return f.subs.Match(tenant, e.Type())
+		return f.subs.Match(tenant, e.Type(), facts(e))
 	}
 	var data struct {
 		SubscriptionID string `json:"subscription_id"`
@@ -160,6 +160,22 @@ func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscript
 		return []*subscriptions.Subscription{s}
 	}
 	return nil
+}
+
+// facts reads what subscription filters look at. The event is valid, so
+// the fields have their schema's types.
+func facts(e *event.Event) subscriptions.Facts {
+	var d struct {
+		ScanID string   `json:"scan_id"`
+		Target string   `json:"target"`
+		CVSS   *float64 `json:"cvss_score"`
+	}
+	_ = json.Unmarshal(e.Data(), &d)
+	f := subscriptions.Facts{Target: d.Target, ScanID: e.Subject()}
+	if d.CVSS != nil {
+		f.CVSS, f.HasCVSS = *d.CVSS, true
+	}
+	return f
 }
 
 func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {
