@@ -73,9 +73,9 @@ func (c *Config) Validate() error {
 
 // App is a started process.
 type App struct {
-	Server *server.Server // nil with an external NATS
-	NC     *nats.Conn
-	JS     jetstream.JetStream
+	Server   *server.Server // nil with an external NATS
+	NC       *nats.Conn
+	JS       jetstream.JetStream
 	Subs     *subscriptions.Cache
 	Store    *subscriptions.Store
 	Attempts *attempts.Log

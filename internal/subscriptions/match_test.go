@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
-
 )
 
 // put feeds a document to the cache as the KV watch would.
