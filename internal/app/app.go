@@ -22,6 +22,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/services/delivery"
@@ -80,6 +81,7 @@ type App struct {
 	Store    *subscriptions.Store
 	Attempts *attempts.Log
 	DLQ      *jobs.DeadLetters
+	Limits   *limits.Limiter
 
 	cfg    Config
 	log    *slog.Logger
@@ -137,6 +139,11 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	a.Subs = subscriptions.NewCache(kv, nil, log)
 	a.Attempts = attempts.NewLog(a.JS, log)
 	a.DLQ = jobs.NewDeadLetters(a.JS)
+	lkv, err := a.JS.KeyValue(ctx, natsx.BucketLimits)
+	if err != nil {
+		return nil, err
+	}
+	a.Limits = limits.New(lkv)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -144,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	for _, name := range cfg.Services {
 		switch name {
 		case ServiceFanout:
-			f := fanout.New(a.JS, a.Subs, log, cfg.Fanout)
+			f := fanout.New(a.JS, a.Subs, a.Limits, log, cfg.Fanout)
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
 			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
@@ -160,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 			if cfg.Gateway.Keys.Empty() {
 				log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
 			}
-			g := gateway.New(a.JS, a.Store, a.Attempts, a.DLQ, log, cfg.Gateway)
+			g := gateway.New(a.JS, a.Store, a.Attempts, a.DLQ, a.Limits, log, cfg.Gateway)
 			a.http = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 			a.spawn(name, func() error { return gateway.Serve(a.http, ln, log) })
 		}

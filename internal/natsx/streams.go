@@ -17,6 +17,7 @@ const (
 	StreamAttempts   = "ATTEMPTS"
 
 	BucketSubscriptions = "subscriptions"
+	BucketLimits        = "limits"
 )
 
 // Topology says how the streams are kept. The zero value is not useful;
@@ -29,6 +30,9 @@ type Topology struct {
 	EventRetention time.Duration
 	// DeadLetterRetention is how long DLQ and REJECTED keep entries.
 	DeadLetterRetention time.Duration
+	// LimitRetention is how long a per-scan limit record lives after its
+	// last change: longer than any scan, so its limits hold to the end.
+	LimitRetention time.Duration
 	// AttemptRetention is how long the attempt log keeps a record.
 	AttemptRetention time.Duration
 	// DedupeWindow is how long a repeated event id (SCAN_EVENTS) or job id
@@ -43,6 +47,7 @@ func DefaultTopology() Topology {
 		EventRetention:      7 * 24 * time.Hour,
 		DeadLetterRetention: 30 * 24 * time.Hour,
 		AttemptRetention:    7 * 24 * time.Hour,
+		LimitRetention:      7 * 24 * time.Hour,
 		DedupeWindow:        time.Hour,
 	}
 }
@@ -130,6 +135,17 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	})
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketSubscriptions, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketLimits,
+		Description: "per-scan finding limits, key <tenant>.<subscription_id>.<scan_id>",
+		TTL:         t.LimitRetention,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketLimits, err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
@@ -48,15 +49,17 @@ func (c Config) withDefaults() Config {
 
 // Fanout is the fan-out service.
 type Fanout struct {
-	js   jetstream.JetStream
-	subs *subscriptions.Cache
-	log  *slog.Logger
-	cfg  Config
+	js     jetstream.JetStream
+	subs   *subscriptions.Cache
+	limits *limits.Limiter
+	log    *slog.Logger
+	cfg    Config
 }
 
-// New returns a fan-out over js matching against subs.
-func New(js jetstream.JetStream, subs *subscriptions.Cache, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: subs, log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
+// New returns a fan-out over js matching against subs, capping findings
+// per scan with lim.
+func New(js jetstream.JetStream, subs *subscriptions.Cache, lim *limits.Limiter, log *slog.Logger, cfg Config) *Fanout {
+	return &Fanout{js: js, subs: subs, limits: lim, log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
 // Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
@@ -109,9 +112,9 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
 // fanOut stores one job per matching subscription and waits until the
 // server has confirmed every one.
 func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address) error {
-	subs := f.match(addr.Tenant, e)
-	if len(subs) == 0 {
-		return nil
+	subs, err := f.admit(ctx, f.match(addr.Tenant, e), e, addr)
+	if err != nil || len(subs) == 0 {
+		return err
 	}
 	structured, err := json.Marshal(e)
 	if err != nil {
@@ -160,6 +163,40 @@ func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscript
 		return []*subscriptions.Subscription{s}
 	}
 	return nil
+}
+
+// admit applies the per-scan finding limits: it returns the subscriptions
+// that may still hear about this finding. The decision is recorded before
+// any job is published and is the same every time the event is seen, so a
+// redelivered event is admitted (or suppressed) again, never counted twice.
+func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, e *event.Event, addr events.Address) ([]*subscriptions.Subscription, error) {
+	if !events.IsFinding(e.Type()) || len(subs) == 0 {
+		return subs, nil
+	}
+	var d struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(e.Data(), &d)
+	out := subs[:0:0]
+	for _, s := range subs {
+		perScan, perType := s.Limits.FindingsPerScan, s.Limits.FindingsPerType
+		if perScan == 0 {
+			perScan = subscriptions.DefaultFindingsPerScan
+		}
+		if perType == 0 {
+			perType = subscriptions.DefaultFindingsPerType
+		}
+		dec, err := f.limits.Admit(ctx, limits.Key(s.Tenant, s.ID, addr.ScanID), perScan, perType, e.ID(), d.Type)
+		if err != nil {
+			return nil, err
+		}
+		if !dec.Admitted {
+			f.log.Debug("finding suppressed", "subscription_id", s.ID, "scan_id", addr.ScanID, "event_id", e.ID(), "reason", dec.Reason)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // facts reads what subscription filters look at. The event is valid, so

@@ -16,6 +16,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
@@ -37,17 +38,18 @@ type Gateway struct {
 	store    *subscriptions.Store
 	attempts *attempts.Log
 	dlq      *jobs.DeadLetters
+	limits   *limits.Limiter
 	log      *slog.Logger
 	cfg      Config
 	mux      *http.ServeMux
 }
 
 // New returns the gateway's handler.
-func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, dlq *jobs.DeadLetters, logger *slog.Logger, cfg Config) *Gateway {
+func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, dlq *jobs.DeadLetters, lim *limits.Limiter, logger *slog.Logger, cfg Config) *Gateway {
 	if cfg.TestWait <= 0 {
 		cfg.TestWait = 30 * time.Second
 	}
-	g := &Gateway{js: js, store: store, attempts: log, dlq: dlq, log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
+	g := &Gateway{js: js, store: store, attempts: log, dlq: dlq, limits: lim, log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.HandleFunc("POST /v1/events", g.authed(g.publishEvent))
@@ -59,6 +61,7 @@ func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, 
 	g.mux.HandleFunc("POST /v1/subscriptions/{id}/rotate-secret", g.authed(g.rotateSecret))
 	g.mux.HandleFunc("POST /v1/subscriptions/{id}/test", g.authed(g.testSubscription))
 	g.mux.HandleFunc("GET /v1/subscriptions/{id}/attempts", g.authed(g.listAttempts))
+	g.mux.HandleFunc("GET /v1/scans/{scan_id}/stats", g.authed(g.scanStats))
 	g.mux.HandleFunc("GET /v1/dlq", g.authed(g.listDLQ))
 	g.mux.HandleFunc("POST /v1/dlq/{id}/replay", g.authed(g.replayDLQ))
 	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
@@ -137,4 +140,20 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		return nil, false
 	}
 	return b, true
+}
+
+// scanStats is GET /v1/scans/{scan_id}/stats: per subscription, how many
+// findings of the scan the limits admitted and suppressed, by type.
+func (g *Gateway) scanStats(w http.ResponseWriter, r *http.Request, c caller) {
+	if c.tenant == "" {
+		writeError(w, http.StatusUnprocessableEntity, "tenant", "the admin key names the tenant with ?tenant=")
+		return
+	}
+	stats, err := g.limits.ScanStats(r.Context(), c.tenant, r.PathValue("scan_id"))
+	if err != nil {
+		g.log.Error("scan stats", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "", "limit records unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"scan_id": r.PathValue("scan_id"), "subscriptions": stats})
 }

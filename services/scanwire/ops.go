@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 )
 
@@ -143,4 +145,49 @@ func oneLine(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+func newScansCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "scans", Short: "What the per-scan limits did"}
+	var tenant string
+	var asJSON bool
+	stats := &cobra.Command{
+		Use:   "stats <scan-id> --tenant <tenant>",
+		Short: "Per subscription: findings of a scan admitted and suppressed by the limits, by finding type",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, js, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			kv, err := js.KeyValue(cmd.Context(), natsx.BucketLimits)
+			if err != nil {
+				return err
+			}
+			list, err := limits.New(kv).ScanStats(cmd.Context(), tenant, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SUBSCRIPTION\tADMITTED\tSUPPRESSED\tBY TYPE (admitted/suppressed)")
+			for _, s := range list {
+				var parts []string
+				for t, ts := range s.ByType {
+					parts = append(parts, fmt.Sprintf("%s %d/%d", t, ts.Admitted, ts.Suppressed))
+				}
+				slices.Sort(parts)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.SubscriptionID, s.Admitted, s.Suppressed, strings.Join(parts, ", "))
+			}
+			return tw.Flush()
+		},
+	}
+	stats.Flags().StringVar(&tenant, "tenant", "", "tenant of the scan (required)")
+	stats.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	_ = stats.MarkFlagRequired("tenant")
+	cmd.AddCommand(stats)
+	return cmd
 }

@@ -1,0 +1,193 @@
+// Package limits caps finding deliveries per (subscription, scan): at most
+// findings_per_scan in all and findings_per_type of each finding type, as
+// in the Detectify document. The state lives in a NATS KV bucket and every
+// change is a compare-and-swap, so the caps are exact with any number of
+// fan-out replicas, across crashes and redeliveries; a record expires on
+// its own some time after its scan's last finding.
+package limits
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxRemembered bounds how many suppressed event ids a record keeps to make
+// a redelivered suppressed event count once. Past it, a suppressed event
+// redelivered after a fan-out crash may be counted twice (never delivered).
+const maxRemembered = 1_000
+
+// Record is the state of one (subscription, scan).
+type Record struct {
+	// Admitted maps each admitted event id to its finding type. An event
+	// in it stays admitted whenever it is seen again.
+	Admitted map[string]string `json:"admitted"`
+	// Suppressed maps suppressed event ids to their finding type.
+	Suppressed map[string]string `json:"suppressed"`
+	// SuppressedOverflow counts suppressions past maxRemembered.
+	SuppressedOverflow int `json:"suppressed_overflow,omitempty"`
+}
+
+// Decision is the answer for one event.
+type Decision struct {
+	Admitted bool
+	// Reason says which limit suppressed the event.
+	Reason string
+}
+
+// Limiter decides and counts.
+type Limiter struct{ kv jetstream.KeyValue }
+
+// New returns a limiter over the limits bucket (natsx.BucketLimits).
+func New(kv jetstream.KeyValue) *Limiter { return &Limiter{kv: kv} }
+
+// Key is the record key of (tenant, subscription, scan).
+func Key(tenant, subscriptionID, scanID string) string {
+	return tenant + "." + subscriptionID + "." + scanID
+}
+
+// Admit decides whether a finding event passes the limits of one
+// subscription for its scan, and records the decision. Asked again about
+// the same event, it gives the same answer and counts nothing twice.
+func (l *Limiter) Admit(ctx context.Context, key string, perScan, perType int, eventID, findingType string) (Decision, error) {
+	for range 50 {
+		entry, err := l.kv.Get(ctx, key)
+		var rec Record
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return Decision{}, fmt.Errorf("read limits %s: %w", key, err)
+		default:
+			rev = entry.Revision()
+			if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+				return Decision{}, fmt.Errorf("limits %s is corrupt: %w", key, err)
+			}
+		}
+		if _, ok := rec.Admitted[eventID]; ok {
+			return Decision{Admitted: true}, nil
+		}
+		if t, ok := rec.Suppressed[eventID]; ok {
+			return Decision{Reason: rec.reason(perScan, perType, t)}, nil
+		}
+		d := Decision{Admitted: true}
+		if r := rec.reason(perScan, perType, findingType); r != "" {
+			d = Decision{Reason: r}
+		}
+		rec.add(eventID, findingType, d.Admitted)
+		b, _ := json.Marshal(rec)
+		if rev == 0 {
+			_, err = l.kv.Create(ctx, key, b)
+		} else {
+			_, err = l.kv.Update(ctx, key, b, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // another replica decided meanwhile: decide again on its state
+		}
+		if err != nil {
+			return Decision{}, fmt.Errorf("write limits %s: %w", key, err)
+		}
+		return d, nil
+	}
+	return Decision{}, fmt.Errorf("limits %s: too much contention, will retry", key)
+}
+
+// reason says which limit a new event of findingType would break, or "".
+func (r *Record) reason(perScan, perType int, findingType string) string {
+	if len(r.Admitted) >= perScan {
+		return fmt.Sprintf("findings_per_scan limit of %d reached", perScan)
+	}
+	n := 0
+	for _, t := range r.Admitted {
+		if t == findingType {
+			n++
+		}
+	}
+	if n >= perType {
+		return fmt.Sprintf("findings_per_type limit of %d reached for %q", perType, findingType)
+	}
+	return ""
+}
+
+func (r *Record) add(eventID, findingType string, admitted bool) {
+	switch {
+	case admitted:
+		if r.Admitted == nil {
+			r.Admitted = map[string]string{}
+		}
+		r.Admitted[eventID] = findingType
+	case len(r.Suppressed) >= maxRemembered:
+		r.SuppressedOverflow++
+	default:
+		if r.Suppressed == nil {
+			r.Suppressed = map[string]string{}
+		}
+		r.Suppressed[eventID] = findingType
+	}
+}
+
+// Stats is what the limits did for one (subscription, scan).
+type Stats struct {
+	SubscriptionID string                `json:"subscription_id"`
+	ScanID         string                `json:"scan_id"`
+	Admitted       int                   `json:"admitted"`
+	Suppressed     int                   `json:"suppressed"`
+	ByType         map[string]*TypeStats `json:"by_type"`
+}
+
+// TypeStats splits Stats by finding type.
+type TypeStats struct {
+	Admitted   int `json:"admitted"`
+	Suppressed int `json:"suppressed"`
+}
+
+// ScanStats returns the stats of every subscription of tenant for a scan.
+func (l *Limiter) ScanStats(ctx context.Context, tenant, scanID string) ([]Stats, error) {
+	lister, err := l.kv.ListKeysFiltered(ctx, tenant+".*."+scanID)
+	if err != nil {
+		return nil, fmt.Errorf("list limits: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := []Stats{}
+	for _, k := range keys {
+		e, err := l.kv.Get(ctx, k)
+		if err != nil {
+			continue // expired or deleted since listed
+		}
+		var rec Record
+		if json.Unmarshal(e.Value(), &rec) != nil {
+			continue
+		}
+		st := Stats{SubscriptionID: subscriptionOf(k, tenant, scanID), ScanID: scanID, ByType: map[string]*TypeStats{},
+			Admitted: len(rec.Admitted), Suppressed: len(rec.Suppressed) + rec.SuppressedOverflow}
+		for _, t := range rec.Admitted {
+			st.typeStats(t).Admitted++
+		}
+		for _, t := range rec.Suppressed {
+			st.typeStats(t).Suppressed++
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func (s *Stats) typeStats(t string) *TypeStats {
+	ts := s.ByType[t]
+	if ts == nil {
+		ts = &TypeStats{}
+		s.ByType[t] = ts
+	}
+	return ts
+}
+
+func subscriptionOf(key, tenant, scanID string) string {
+	return key[len(tenant)+1 : len(key)-len(scanID)-1]
+}
