@@ -25,6 +25,7 @@ import (
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/tenants"
 	"github.com/scanwire/scanwire/services/delivery"
 	"github.com/scanwire/scanwire/services/fanout"
 	"github.com/scanwire/scanwire/services/gateway"
@@ -82,6 +83,8 @@ type App struct {
 	Attempts *attempts.Log
 	DLQ      *jobs.DeadLetters
 	Limits   *limits.Limiter
+	Tenants  *tenants.Store
+	TenantsC *tenants.Cache
 
 	cfg    Config
 	log    *slog.Logger
@@ -144,14 +147,21 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 		return nil, err
 	}
 	a.Limits = limits.New(lkv)
+	tkv, err := a.JS.KeyValue(ctx, natsx.BucketTenants)
+	if err != nil {
+		return nil, err
+	}
+	a.Tenants = tenants.NewStore(tkv)
+	a.TenantsC = tenants.NewCache(tkv, log)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.spawn("subscription cache", func() error { return a.Subs.Run(runCtx) })
+	a.spawn("tenant cache", func() error { return a.TenantsC.Run(runCtx) })
 	for _, name := range cfg.Services {
 		switch name {
 		case ServiceFanout:
-			f := fanout.New(a.JS, a.Subs, a.Limits, log, cfg.Fanout)
+			f := fanout.New(a.JS, a.Subs, a.TenantsC, a.Limits, log, cfg.Fanout)
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
 			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
@@ -167,15 +177,17 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 			if cfg.Gateway.Keys.Empty() {
 				log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
 			}
-			g := gateway.New(a.JS, a.Store, a.Attempts, a.DLQ, a.Limits, log, cfg.Gateway)
+			g := gateway.New(a.JS, a.Store, a.Attempts, a.DLQ, a.Limits, a.Tenants, log, cfg.Gateway)
 			a.http = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 			a.spawn(name, func() error { return gateway.Serve(a.http, ln, log) })
 		}
 	}
-	select {
-	case <-a.Subs.Ready():
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for _, ready := range []<-chan struct{}{a.Subs.Ready(), a.TenantsC.Ready()} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	ok = true
 	return a, nil

@@ -20,7 +20,10 @@ type Job struct {
 	// and subscription ids, so a redelivered event, a retried attempt and
 	// a replay from the DLQ all carry the same one.
 	WebhookID      string `json:"webhook_id"`
+	// Tenant owns the subscription; SourceTenant is the event's tenant,
+	// which differs when a partner hears a customer's event.
 	Tenant         string `json:"tenant"`
+	SourceTenant   string `json:"source_tenant"`
 	SubscriptionID string `json:"subscription_id"`
 	EventID        string `json:"event_id"`
 	EventType      string `json:"event_type"`

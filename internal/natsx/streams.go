@@ -18,6 +18,7 @@ const (
 
 	BucketSubscriptions = "subscriptions"
 	BucketLimits        = "limits"
+	BucketTenants       = "tenants"
 )
 
 // Topology says how the streams are kept. The zero value is not useful;
@@ -135,6 +136,16 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	})
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketSubscriptions, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketTenants,
+		Description: "tenant records: partner and webhook signing secret, key <tenant>",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketTenants, err)
 	}
 	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketLimits,

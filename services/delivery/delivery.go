@@ -183,6 +183,13 @@ func (d *Delivery) attempt(ctx context.Context, sub *subscriptions.Subscription,
 	if err != nil {
 		return result{err: fmt.Errorf("render %s request: %w", sub.Profile, err), permanent: true}
 	}
+	// Which tenant the event came from: the subscriber's own, or, for a
+	// partner, the customer's.
+	source := job.SourceTenant
+	if source == "" {
+		source = job.Tenant
+	}
+	req.Header.Set("X-Scanwire-Tenant", source)
 	return post(ctx, d.client, sub.URL, req, d.cfg.Timeout, d.cfg.MaxResponseBody)
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/tenants"
 )
 
 // Config tunes the fan-out. Zero values take the defaults.
@@ -49,17 +50,18 @@ func (c Config) withDefaults() Config {
 
 // Fanout is the fan-out service.
 type Fanout struct {
-	js     jetstream.JetStream
-	subs   *subscriptions.Cache
-	limits *limits.Limiter
+	js      jetstream.JetStream
+	subs    *subscriptions.Cache
+	tenants *tenants.Cache
+	limits  *limits.Limiter
 	log    *slog.Logger
 	cfg    Config
 }
 
-// New returns a fan-out over js matching against subs, capping findings
-// per scan with lim.
-func New(js jetstream.JetStream, subs *subscriptions.Cache, lim *limits.Limiter, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: subs, limits: lim, log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
+// New returns a fan-out over js matching against subs (and the partners
+// of tenants), capping findings per scan with lim.
+func New(js jetstream.JetStream, subs *subscriptions.Cache, tenants *tenants.Cache, lim *limits.Limiter, log *slog.Logger, cfg Config) *Fanout {
+	return &Fanout{js: js, subs: subs, tenants: tenants, limits: lim, log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
 // Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
@@ -126,6 +128,7 @@ func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address
 		j := jobs.Job{
 			WebhookID:      jobs.WebhookID(e.ID(), s.ID),
 			Tenant:         s.Tenant,
+			SourceTenant:   addr.Tenant,
 			SubscriptionID: s.ID,
 			EventID:        e.ID(),
 			EventType:      e.Type(),
@@ -151,7 +154,18 @@ func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address
 // test`), whatever event types that subscription takes.
 func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscription {
 	if e.Type() != events.TypeWebhookTest {
-		return f.subs.Match(tenant, e.Type(), facts(e))
+		ff := facts(e)
+		subs := f.subs.Match(tenant, e.Type(), ff)
+		// A partner hears its customers' events where it asked to; the
+		// other way round, and between customers, nothing is shared.
+		if partner := f.tenants.Partner(tenant); partner != "" {
+			for _, s := range f.subs.Match(partner, e.Type(), ff) {
+				if s.IncludeCustomerEvents {
+					subs = append(subs, s)
+				}
+			}
+		}
+		return subs
 	}
 	var data struct {
 		SubscriptionID string `json:"subscription_id"`

@@ -19,6 +19,7 @@ import (
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/tenants"
 )
 
 // MaxBody caps every request body; larger requests get 413.
@@ -39,17 +40,18 @@ type Gateway struct {
 	attempts *attempts.Log
 	dlq      *jobs.DeadLetters
 	limits   *limits.Limiter
+	tenants  *tenants.Store
 	log      *slog.Logger
 	cfg      Config
 	mux      *http.ServeMux
 }
 
 // New returns the gateway's handler.
-func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, dlq *jobs.DeadLetters, lim *limits.Limiter, logger *slog.Logger, cfg Config) *Gateway {
+func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, dlq *jobs.DeadLetters, lim *limits.Limiter, ts *tenants.Store, logger *slog.Logger, cfg Config) *Gateway {
 	if cfg.TestWait <= 0 {
 		cfg.TestWait = 30 * time.Second
 	}
-	g := &Gateway{js: js, store: store, attempts: log, dlq: dlq, limits: lim, log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
+	g := &Gateway{js: js, store: store, attempts: log, dlq: dlq, limits: lim, tenants: ts, log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.HandleFunc("POST /v1/events", g.authed(g.publishEvent))
@@ -63,6 +65,11 @@ func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, 
 	g.mux.HandleFunc("GET /v1/subscriptions/{id}/attempts", g.authed(g.listAttempts))
 	g.mux.HandleFunc("GET /v1/scans/{scan_id}/stats", g.authed(g.scanStats))
 	g.mux.HandleFunc("GET /v1/dlq", g.authed(g.listDLQ))
+	g.mux.HandleFunc("PUT /v1/tenants/{tenant}", g.authed(g.putTenant))
+	g.mux.HandleFunc("GET /v1/tenants/{tenant}", g.authed(g.getTenant))
+	g.mux.HandleFunc("DELETE /v1/tenants/{tenant}", g.authed(g.deleteTenant))
+	g.mux.HandleFunc("GET /v1/signing-secret", g.authed(g.signingSecret))
+	g.mux.HandleFunc("POST /v1/signing-secret/rotate", g.authed(g.rotateSigningSecret))
 	g.mux.HandleFunc("POST /v1/dlq/{id}/replay", g.authed(g.replayDLQ))
 	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)

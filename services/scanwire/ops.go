@@ -16,6 +16,7 @@ import (
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/tenants"
 )
 
 func newAttemptsCmd(g *globals) *cobra.Command {
@@ -190,4 +191,68 @@ func newScansCmd(g *globals) *cobra.Command {
 	_ = stats.MarkFlagRequired("tenant")
 	cmd.AddCommand(stats)
 	return cmd
+}
+
+func newTenantsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "tenants", Short: "Tenant records: partners and callback signing secrets (the KV bucket 'tenants')"}
+	var partner string
+	set := &cobra.Command{
+		Use:     "set <tenant> --partner <tenant>",
+		Short:   "Make a tenant a customer of a partner (--partner '' removes it)",
+		Example: "  scanwire tenants set acme --partner mssp-1",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, nc, err := g.tenantStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			t, err := store.Change(cmd.Context(), args[0], func(t *tenants.Tenant) error { t.Partner = partner; return nil })
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: partner %q\n", t.Tenant, t.Partner)
+			return nil
+		},
+	}
+	set.Flags().StringVar(&partner, "partner", "", "the partner tenant whose subscriptions with include_customer_events hear this tenant's events")
+	_ = set.MarkFlagRequired("partner")
+	var rotate bool
+	secret := &cobra.Command{
+		Use:   "signing-secret <tenant>",
+		Short: "Print (or --rotate) the secret that signs the tenant's per-scan callbacks",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, nc, err := g.tenantStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			s, err := store.SigningSecret(cmd.Context(), args[0])
+			if rotate {
+				s, err = store.RotateSigningSecret(cmd.Context(), args[0])
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), s)
+			return nil
+		},
+	}
+	secret.Flags().BoolVar(&rotate, "rotate", false, "replace it; the old one stops signing at once")
+	cmd.AddCommand(set, secret)
+	return cmd
+}
+
+func (g *globals) tenantStore(cmd *cobra.Command) (*tenants.Store, *nats.Conn, error) {
+	nc, js, err := g.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	kv, err := js.KeyValue(cmd.Context(), natsx.BucketTenants)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bucket %s: %w (start 'scanwire run' once to create it)", natsx.BucketTenants, err)
+	}
+	return tenants.NewStore(kv), nc, nil
 }

@@ -39,7 +39,7 @@ Start here:
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&g.natsURL, "nats", envOr("SCANWIRE_NATS", ""), "URL of an external NATS server (env SCANWIRE_NATS); client commands default to nats://127.0.0.1:4222")
-	root.AddCommand(newRunCmd(g), newDemoCmd(g), newPublishCmd(g), newSubsCmd(g), newAttemptsCmd(g), newDLQCmd(g), newScansCmd(g))
+	root.AddCommand(newRunCmd(g), newDemoCmd(g), newPublishCmd(g), newSubsCmd(g), newAttemptsCmd(g), newDLQCmd(g), newScansCmd(g), newTenantsCmd(g))
 	return root
 }
 

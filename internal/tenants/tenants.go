@@ -1,0 +1,217 @@
+// Package tenants keeps tenant records in the NATS KV bucket "tenants":
+// a tenant's partner (who also hears its events, as in the scanning-portal
+// document) and its webhook signing secret (for per-scan callbacks, as in
+// the Pwnkemon document).
+package tenants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/signing"
+)
+
+// ErrNotFound is returned for a tenant without a record.
+var ErrNotFound = errors.New("tenant not found")
+
+// Tenant is one tenant's record.
+type Tenant struct {
+	Tenant string `json:"tenant"`
+	// Partner, when set, is the tenant whose subscriptions with
+	// include_customer_events also receive this tenant's events.
+	Partner string `json:"partner,omitempty"`
+	// SigningSecret signs this tenant's per-scan callbacks.
+	SigningSecret string    `json:"signing_secret,omitempty"`
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
+}
+
+// FieldError is a user-facing validation error naming the field.
+type FieldError struct{ Field, Message string }
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Validate checks a record by meaning.
+func (t *Tenant) Validate() error {
+	if !events.ValidToken(t.Tenant) {
+		return &FieldError{"tenant", fmt.Sprintf("%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", t.Tenant)}
+	}
+	if t.Partner != "" && !events.ValidToken(t.Partner) {
+		return &FieldError{"partner", fmt.Sprintf("%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", t.Partner)}
+	}
+	if t.Partner == t.Tenant {
+		return &FieldError{"partner", "a tenant cannot be its own partner"}
+	}
+	return nil
+}
+
+// Store reads and writes tenant records.
+type Store struct{ kv jetstream.KeyValue }
+
+// NewStore returns a store over the tenants bucket.
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// Get returns a record and its revision.
+func (s *Store) Get(ctx context.Context, tenant string) (*Tenant, uint64, error) {
+	e, err := s.kv.Get(ctx, tenant)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("%s: %w", tenant, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var t Tenant
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return nil, 0, fmt.Errorf("tenant %s is corrupt: %w", tenant, err)
+	}
+	return &t, e.Revision(), nil
+}
+
+// Change reads a record (a fresh one if there is none), lets change edit
+// it, and writes it back with compare-and-swap, retrying on a concurrent
+// change: the edits here (partner, secret) are set, not merged, so
+// re-applying them on the newer record is right.
+func (s *Store) Change(ctx context.Context, tenant string, change func(*Tenant) error) (*Tenant, error) {
+	for range 10 {
+		t, rev, err := s.Get(ctx, tenant)
+		now := time.Now().UTC().Truncate(time.Second)
+		if errors.Is(err, ErrNotFound) {
+			t, rev = &Tenant{Tenant: tenant, Created: now}, 0
+		} else if err != nil {
+			return nil, err
+		}
+		if err := change(t); err != nil {
+			return nil, err
+		}
+		t.Updated = now
+		if err := t.Validate(); err != nil {
+			return nil, err
+		}
+		b, _ := json.Marshal(t)
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, tenant, b)
+		} else {
+			_, err = s.kv.Update(ctx, tenant, b, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("write tenant %s: %w", tenant, err)
+		}
+		return t, nil
+	}
+	return nil, fmt.Errorf("tenant %s: changed concurrently too often; try again", tenant)
+}
+
+// SigningSecret returns the tenant's signing secret, creating the record
+// and the secret on first use.
+func (s *Store) SigningSecret(ctx context.Context, tenant string) (string, error) {
+	if t, _, err := s.Get(ctx, tenant); err == nil && t.SigningSecret != "" {
+		return t.SigningSecret, nil
+	}
+	t, err := s.Change(ctx, tenant, func(t *Tenant) error {
+		if t.SigningSecret == "" {
+			t.SigningSecret = signing.NewStandardSecret()
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return t.SigningSecret, nil
+}
+
+// RotateSigningSecret replaces the signing secret at once, as Pwnkemon's
+// dashboard does: callbacks signed from now on use only the new one.
+func (s *Store) RotateSigningSecret(ctx context.Context, tenant string) (string, error) {
+	secret := signing.NewStandardSecret()
+	_, err := s.Change(ctx, tenant, func(t *Tenant) error { t.SigningSecret = secret; return nil })
+	return secret, err
+}
+
+// Delete removes a record.
+func (s *Store) Delete(ctx context.Context, tenant string) error {
+	if _, _, err := s.Get(ctx, tenant); err != nil {
+		return err
+	}
+	return s.kv.Delete(ctx, tenant)
+}
+
+// Cache follows the tenants bucket for fan-out (partners) and delivery
+// (signing secrets), like subscriptions.Cache.
+type Cache struct {
+	kv    jetstream.KeyValue
+	log   *slog.Logger
+	mu    sync.RWMutex
+	byID  map[string]*Tenant
+	ready chan struct{}
+}
+
+// NewCache returns a cache over the tenants bucket. Call Run.
+func NewCache(kv jetstream.KeyValue, log *slog.Logger) *Cache {
+	return &Cache{kv: kv, log: log, byID: map[string]*Tenant{}, ready: make(chan struct{})}
+}
+
+// Ready is closed once the initial records are loaded.
+func (c *Cache) Ready() <-chan struct{} { return c.ready }
+
+// Run watches the bucket until ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	w, err := c.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch tenants: %w", err)
+	}
+	defer w.Stop()
+	once := sync.Once{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				once.Do(func() { close(c.ready) })
+				continue
+			}
+			var t Tenant
+			c.mu.Lock()
+			switch {
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(c.byID, e.Key())
+			case json.Unmarshal(e.Value(), &t) != nil || t.Validate() != nil || t.Tenant != e.Key():
+				delete(c.byID, e.Key())
+				c.log.Warn("ignoring invalid tenant record", "key", e.Key(), "revision", e.Revision())
+			default:
+				c.byID[e.Key()] = &t
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Get returns a tenant's record.
+func (c *Cache) Get(tenant string) (*Tenant, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	t, ok := c.byID[tenant]
+	return t, ok
+}
+
+// Partner returns the partner of tenant, or "".
+func (c *Cache) Partner(tenant string) string {
+	if t, ok := c.Get(tenant); ok {
+		return t.Partner
+	}
+	return ""
+}
