@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/callbacks"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
@@ -161,11 +162,17 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	for _, name := range cfg.Services {
 		switch name {
 		case ServiceFanout:
-			f := fanout.New(a.JS, a.Subs, a.TenantsC, a.Limits, log, cfg.Fanout)
+			ckv, err := a.JS.KeyValue(ctx, natsx.BucketCallbacks)
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+			f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
+				Callbacks: callbacks.New(ckv, a.JS)}, log, cfg.Fanout)
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
 			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
-			d := delivery.New(a.JS, a.Subs, client, a.Attempts, log, cfg.Delivery)
+			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Tenants: a.Tenants, Client: client, Attempts: a.Attempts}, log, cfg.Delivery)
 			a.spawn(name, func() error { return d.Run(runCtx) })
 		case ServiceGateway:
 			ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -30,10 +30,18 @@ type Job struct {
 	ScanID         string `json:"scan_id"`
 	// Event is the CloudEvent in structured JSON mode.
 	Event json.RawMessage `json:"event"`
+	// CallbackURL is set on a per-scan callback (Pwnkemon's callback_url):
+	// the job goes there, in the pwnkemon profile, signed with the
+	// tenant's signing secret, instead of to a subscription.
+	CallbackURL string `json:"callback_url,omitempty"`
 	// Queued is when fan-out stored the job (publish-to-receipt latency
 	// is measured from the event's own time, not this).
 	Queued time.Time `json:"queued"`
 }
+
+// CallbackSubscription stands in for the subscription id of callback jobs
+// in subjects, dedupe ids and the attempt log.
+const CallbackSubscription = "callback"
 
 // WebhookID derives the idempotency key of (event, subscription).
 func WebhookID(eventID, subscriptionID string) string {

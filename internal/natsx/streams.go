@@ -19,6 +19,7 @@ const (
 	BucketSubscriptions = "subscriptions"
 	BucketLimits        = "limits"
 	BucketTenants       = "tenants"
+	BucketCallbacks     = "callbacks"
 )
 
 // Topology says how the streams are kept. The zero value is not useful;
@@ -146,6 +147,17 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	})
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketTenants, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketCallbacks,
+		Description: "per-scan callbacks waiting for their pair, key <tenant>.<scan_id>",
+		TTL:         t.LimitRetention,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketCallbacks, err)
 	}
 	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketLimits,

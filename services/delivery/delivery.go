@@ -19,6 +19,7 @@ import (
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/tenants"
 )
 
 // Version is sent in the User-Agent of every webhook.
@@ -61,16 +62,29 @@ func (c Config) withDefaults() Config {
 type Delivery struct {
 	js       jetstream.JetStream
 	subs     *subscriptions.Cache
+	tenants  *tenants.Store
 	client   *http.Client
 	attempts *attempts.Log
 	log      *slog.Logger
 	cfg      Config
 }
 
-// New returns a delivery service. client should come from NewHTTPClient
-// (or follow its rules: no redirects); every attempt is recorded in log.
-func New(js jetstream.JetStream, subs *subscriptions.Cache, client *http.Client, log *attempts.Log, logger *slog.Logger, cfg Config) *Delivery {
-	return &Delivery{js: js, subs: subs, client: client, attempts: log, log: logger.With("service", "delivery"), cfg: cfg.withDefaults()}
+// Deps are what delivery works with.
+type Deps struct {
+	Subs *subscriptions.Cache
+	// Tenants holds the signing secrets of per-scan callbacks.
+	Tenants *tenants.Store
+	// Client sends the webhooks; it must not follow redirects (see
+	// NewHTTPClient).
+	Client *http.Client
+	// Attempts records every attempt.
+	Attempts *attempts.Log
+}
+
+// New returns a delivery service.
+func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
+	return &Delivery{js: js, subs: d.Subs, tenants: d.Tenants, client: d.Client, attempts: d.Attempts,
+		log: log.With("service", "delivery"), cfg: cfg.withDefaults()}
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
@@ -119,6 +133,14 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	log := d.log.With("webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant, "attempt", attempt)
 
 	sub, ok := d.subs.Get(job.Tenant, job.SubscriptionID)
+	if job.CallbackURL != "" {
+		if sub, err = d.callbackTarget(ctx, job); err != nil {
+			log.Error("callback secret unavailable; will retry", "err", err)
+			_ = msg.NakWithDelay(5 * time.Second)
+			return
+		}
+		ok = true
+	}
 	switch {
 	case !ok:
 		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription deleted", Attempts: attempt - 1})
@@ -159,6 +181,18 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{
 		Job: *job, Reason: reason, LastStatus: res.status, LastError: res.errString(), Attempts: attempt,
 	})
+}
+
+// callbackTarget stands in a subscription for a per-scan callback: the
+// job's URL, the pwnkemon profile and its retry schedule, the tenant's
+// signing secret.
+func (d *Delivery) callbackTarget(ctx context.Context, job *jobs.Job) (*subscriptions.Subscription, error) {
+	secret, err := d.tenants.SigningSecret(ctx, job.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	return &subscriptions.Subscription{ID: jobs.CallbackSubscription, Tenant: job.Tenant, URL: job.CallbackURL,
+		Profile: profiles.Pwnkemon, Secrets: []subscriptions.Secret{{Secret: secret}}}, nil
 }
 
 // attempt renders and sends one request.

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/callbacks"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
@@ -50,18 +51,30 @@ func (c Config) withDefaults() Config {
 
 // Fanout is the fan-out service.
 type Fanout struct {
-	js      jetstream.JetStream
-	subs    *subscriptions.Cache
-	tenants *tenants.Cache
-	limits  *limits.Limiter
+	js        jetstream.JetStream
+	subs      *subscriptions.Cache
+	tenants   *tenants.Cache
+	limits    *limits.Limiter
+	callbacks *callbacks.Registry
+	egress    subscriptions.URLPolicy
 	log    *slog.Logger
 	cfg    Config
 }
 
-// New returns a fan-out over js matching against subs (and the partners
-// of tenants), capping findings per scan with lim.
-func New(js jetstream.JetStream, subs *subscriptions.Cache, tenants *tenants.Cache, lim *limits.Limiter, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: subs, tenants: tenants, limits: lim, log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
+// Deps are what fan-out works with.
+type Deps struct {
+	Subs      *subscriptions.Cache
+	Tenants   *tenants.Cache // partners
+	Limits    *limits.Limiter
+	Callbacks *callbacks.Registry
+	// Egress judges callback URLs (nil: no egress checks).
+	Egress subscriptions.URLPolicy
+}
+
+// New returns a fan-out over js.
+func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
+	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress,
+		log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
 // Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
@@ -100,8 +113,16 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
 	if err == nil {
 		err = events.Validate(addr, e)
 	}
+	var callbackURL string
+	if err == nil {
+		callbackURL, err = f.callbackURL(e)
+	}
 	if err != nil {
 		f.reject(ctx, msg, addr.Tenant, err)
+		return
+	}
+	if err := f.pairCallback(ctx, e, addr, callbackURL); err != nil {
+		f.retry(msg, fmt.Errorf("callback of %s: %w", e.ID(), err))
 		return
 	}
 	if err := f.fanOut(ctx, e, addr); err != nil {
@@ -175,6 +196,41 @@ func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscript
 	}
 	if s, ok := f.subs.Get(tenant, data.SubscriptionID); ok {
 		return []*subscriptions.Subscription{s}
+	}
+	return nil
+}
+
+// callbackURL returns a scan.started event's callback_url, refused (and
+// the event with it) when the egress policy would never deliver to it.
+func (f *Fanout) callbackURL(e *event.Event) (string, error) {
+	if e.Type() != events.TypeScanStarted {
+		return "", nil
+	}
+	var d struct {
+		CallbackURL string `json:"callback_url"`
+	}
+	_ = json.Unmarshal(e.Data(), &d)
+	if d.CallbackURL != "" && f.egress != nil {
+		if err := f.egress.CheckURLStatic(d.CallbackURL); err != nil {
+			return "", &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
+		}
+	}
+	return d.CallbackURL, nil
+}
+
+// pairCallback tells the callback registry of a scan's start (with a
+// callback URL) and of every scan's end, so that the two meet whichever
+// comes first.
+func (f *Fanout) pairCallback(ctx context.Context, e *event.Event, addr events.Address, url string) error {
+	switch {
+	case e.Type() == events.TypeScanStarted && url != "":
+		return f.callbacks.Started(ctx, addr.Tenant, addr.ScanID, url)
+	case e.Type() == events.TypeScanFinished:
+		structured, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return f.callbacks.Finished(ctx, addr.Tenant, addr.ScanID, e.ID(), structured)
 	}
 	return nil
 }
