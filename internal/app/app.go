@@ -172,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
 			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
-			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Tenants: a.Tenants, Client: client, Attempts: a.Attempts}, log, cfg.Delivery)
+			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client, Attempts: a.Attempts}, log, cfg.Delivery)
 			a.spawn(name, func() error { return d.Run(runCtx) })
 		case ServiceGateway:
 			ln, err := net.Listen("tcp", cfg.HTTPAddr)

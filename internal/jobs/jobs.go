@@ -34,6 +34,8 @@ type Job struct {
 	// the job goes there, in the pwnkemon profile, signed with the
 	// tenant's signing secret, instead of to a subscription.
 	CallbackURL string `json:"callback_url,omitempty"`
+	// Attempt counts the attempts already made; 0 for a new job.
+	Attempt int `json:"attempt,omitempty"`
 	// Queued is when fan-out stored the job (publish-to-receipt latency
 	// is measured from the event's own time, not this).
 	Queued time.Time `json:"queued"`
@@ -52,6 +54,12 @@ func WebhookID(eventID, subscriptionID string) string {
 // Subject is where a job for (tenant, subscription) is published.
 func Subject(tenant, subscriptionID string) string {
 	return "deliveries." + tenant + "." + subscriptionID
+}
+
+// RetrySubject holds the scheduled copy of a job waiting for its next
+// attempt, in DELIVERIES but outside the delivery consumer's filter.
+func RetrySubject(webhookID string, attempt int) string {
+	return fmt.Sprintf("retries.%s.%d", webhookID, attempt)
 }
 
 // DedupeID is the Nats-Msg-Id of a job: the server drops a second copy

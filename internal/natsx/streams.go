@@ -78,9 +78,12 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			// (ack) or dead-lettered (term), so the stream holds exactly
 			// the work still to do.
 			Name:        StreamDeliveries,
-			Description: "one delivery job per (event, subscription)",
-			Subjects:    []string{"deliveries.>"},
+			Description: "one delivery job per (event, subscription); retries.> holds scheduled retries",
+			Subjects:    []string{"deliveries.>", "retries.>"},
 			Retention:   jetstream.WorkQueuePolicy,
+			// A retry waits as a scheduled message, not as an
+			// unacknowledged delivery (see delivery.retryLater).
+			AllowMsgSchedules: true,
 			Duplicates:  t.DedupeWindow,
 			MaxMsgSize:  MaxMsgSize,
 			Storage:     jetstream.FileStorage,

@@ -44,6 +44,10 @@ type Subscription struct {
 	IncludeCustomerEvents bool      `json:"include_customer_events"`
 	Disabled              bool      `json:"disabled"`
 	DisabledReason        string    `json:"disabled_reason"`
+	// FailingSince is when the current streak of failed deliveries began;
+	// nil while deliveries succeed. A streak longer than the delivery
+	// service's auto-disable period disables the subscription.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
 	Created               time.Time `json:"created"`
 	Updated               time.Time `json:"updated"`
 }
@@ -251,13 +255,15 @@ func (s *Subscription) Accepts(f Facts) bool {
 }
 
 // Schedule returns the retry delays: the subscription's own, or its
-// profile's default.
-func (s *Subscription) Schedule() []time.Duration {
+// profile's default. jitter says whether to spread them (±10%), which the
+// Standard Webhooks schedule asks for and a schedule given by the user or
+// a product's document does not.
+func (s *Subscription) Schedule() (delays []time.Duration, jitter bool) {
 	if len(s.Retry.Schedule) == 0 {
 		if p, ok := profiles.Lookup(s.Profile); ok {
-			return p.DefaultSchedule()
+			return p.DefaultSchedule(), s.Profile == profiles.StandardWebhooks
 		}
-		return nil
+		return nil, false
 	}
 	out := make([]time.Duration, 0, len(s.Retry.Schedule))
 	for _, d := range s.Retry.Schedule {
@@ -265,7 +271,7 @@ func (s *Subscription) Schedule() []time.Duration {
 			out = append(out, v)
 		}
 	}
-	return out
+	return out, false
 }
 
 // LiveSecrets returns the secrets that sign at now, newest first.

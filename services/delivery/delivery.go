@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/attempts"
@@ -37,6 +39,18 @@ type Config struct {
 	MaxResponseBody int64
 	// UserAgent is sent with profiles that do not name their own.
 	UserAgent string
+	// PerEndpoint caps the requests in flight to one host, so that a slow
+	// or dead endpoint holds at most this many workers.
+	PerEndpoint int
+	// DeferDelay is how long a job for a busy endpoint waits before it is
+	// tried again (plus up to as much jitter).
+	DeferDelay time.Duration
+	// MaxAckPending bounds the jobs handed out and not yet finished,
+	// deferred ones included.
+	MaxAckPending int
+	// AutoDisableAfter disables a subscription whose deliveries have kept
+	// failing this long.
+	AutoDisableAfter time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -55,23 +69,39 @@ func (c Config) withDefaults() Config {
 	if c.UserAgent == "" {
 		c.UserAgent = "scanwire/" + Version
 	}
+	if c.PerEndpoint <= 0 {
+		c.PerEndpoint = max(1, c.Workers/4)
+	}
+	if c.DeferDelay <= 0 {
+		c.DeferDelay = time.Second
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 20_000
+	}
+	if c.AutoDisableAfter <= 0 {
+		c.AutoDisableAfter = 5 * 24 * time.Hour
+	}
 	return c
 }
 
 // Delivery is the delivery service.
 type Delivery struct {
-	js       jetstream.JetStream
-	subs     *subscriptions.Cache
-	tenants  *tenants.Store
-	client   *http.Client
-	attempts *attempts.Log
-	log      *slog.Logger
-	cfg      Config
+	js        jetstream.JetStream
+	subs      *subscriptions.Cache
+	tenants   *tenants.Store
+	client    *http.Client
+	attempts  *attempts.Log
+	endpoints *endpoints
+	health    *health
+	log       *slog.Logger
+	cfg       Config
 }
 
 // Deps are what delivery works with.
 type Deps struct {
 	Subs *subscriptions.Cache
+	// Store records a subscription's failing streak and disables it.
+	Store *subscriptions.Store
 	// Tenants holds the signing secrets of per-scan callbacks.
 	Tenants *tenants.Store
 	// Client sends the webhooks; it must not follow redirects (see
@@ -83,16 +113,20 @@ type Deps struct {
 
 // New returns a delivery service.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
+	cfg = cfg.withDefaults()
+	log = log.With("service", "delivery")
 	return &Delivery{js: js, subs: d.Subs, tenants: d.Tenants, client: d.Client, attempts: d.Attempts,
-		log: log.With("service", "delivery"), cfg: cfg.withDefaults()}
+		endpoints: newEndpoints(cfg.PerEndpoint), health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log},
+		log: log, cfg: cfg}
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
 // finish (bounded by Timeout) and are acked or naked as usual.
 func (d *Delivery) Run(ctx context.Context) error {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamDeliveries, jetstream.ConsumerConfig{
-		Durable:     d.cfg.Consumer,
-		Description: "scanwire delivery workers",
+		Durable:       d.cfg.Consumer,
+		Description:   "scanwire delivery workers",
+		FilterSubject: "deliveries.>", // not the scheduled retries waiting their time
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		// Above the request timeout, so an attempt in progress is never
 		// handed to a second worker.
@@ -101,7 +135,7 @@ func (d *Delivery) Run(ctx context.Context) error {
 		// server-side MaxDeliver would strand the job in the work queue
 		// without a dead letter.
 		MaxDeliver:    -1,
-		MaxAckPending: 10000,
+		MaxAckPending: d.cfg.MaxAckPending,
 	})
 	if err != nil {
 		return fmt.Errorf("delivery consumer: %w", err)
@@ -124,12 +158,15 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
-	attempt := int(meta.NumDelivered)
 	job, err := jobs.Decode(msg.Data())
 	if err != nil {
 		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Reason: err.Error(), Raw: msg.Data()})
 		return
 	}
+	// The attempt number travels in the job, not in JetStream's delivery
+	// count: a job deferred because its endpoint is busy, or handed back at
+	// a shutdown, has not been attempted.
+	attempt := job.Attempt + 1
 	log := d.log.With("webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant, "attempt", attempt)
 
 	sub, ok := d.subs.Get(job.Tenant, job.SubscriptionID)
@@ -143,14 +180,23 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	switch {
 	case !ok:
-		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription deleted", Attempts: attempt - 1})
+		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription deleted", Attempts: job.Attempt})
 		return
 	case sub.Disabled:
-		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription disabled: " + sub.DisabledReason, Attempts: attempt - 1})
+		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription disabled: " + sub.DisabledReason, Attempts: job.Attempt})
 		return
 	}
 
+	release, ok := d.endpoints.acquire(sub.URL)
+	if !ok {
+		// The endpoint has its share of requests in flight: this job waits
+		// outside the workers, so a slow endpoint cannot take them all.
+		_ = msg.NakWithDelay(d.cfg.DeferDelay + time.Duration(rand.Int64N(int64(d.cfg.DeferDelay))))
+		return
+	}
 	res := d.attempt(ctx, sub, job)
+	release()
+
 	rec := attempts.Attempt{
 		Time: time.Now().UTC(), Tenant: job.Tenant, SubscriptionID: job.SubscriptionID, WebhookID: job.WebhookID,
 		EventID: job.EventID, EventType: job.EventType, Attempt: attempt, Status: res.status, Error: res.errString(),
@@ -160,16 +206,28 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Debug("delivered", "status", res.status, "latency", res.latency)
 		rec.Outcome = attempts.OutcomeDelivered
 		d.attempts.Record(rec)
+		d.health.succeeded(ctx, sub)
 		_ = msg.Ack()
 		return
 	}
-	schedule := sub.Schedule()
+	if res.status == http.StatusGone {
+		d.health.gone(ctx, sub)
+	} else {
+		d.health.failed(ctx, sub)
+	}
+	schedule, jitter := sub.Schedule()
 	if !res.permanent && attempt <= len(schedule) {
 		delay := schedule[attempt-1]
+		if jitter {
+			delay += time.Duration(rand.Int64N(int64(delay)/5+1)) - delay/10 // ±10%
+		}
+		if res.retryAfter > 0 {
+			delay = res.retryAfter
+		}
 		log.Warn("attempt failed; will retry", "status", res.status, "err", res.err, "retry_in", delay)
 		rec.Outcome, rec.RetryIn = attempts.OutcomeRetry, delay.String()
 		d.attempts.Record(rec)
-		_ = msg.NakWithDelay(delay)
+		d.retryLater(ctx, msg, job, attempt, delay)
 		return
 	}
 	rec.Outcome = attempts.OutcomeDead
@@ -181,6 +239,36 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{
 		Job: *job, Reason: reason, LastStatus: res.status, LastError: res.errString(), Attempts: attempt,
 	})
+}
+
+// retryLater queues the next attempt as a scheduled message and acks this
+// one. Waiting retries are messages in the stream, not unacknowledged
+// deliveries, so thousands of them do not fill the consumer's
+// MaxAckPending and starve healthy endpoints. The copy is published before
+// the ack, under a dedupe id: a crash in between cannot lose the job, and
+// a second copy is dropped by the server.
+func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, job *jobs.Job, attempt int, delay time.Duration) {
+	next := *job
+	next.Attempt = attempt
+	m, err := next.Msg()
+	if err == nil {
+		target := m.Subject
+		m.Subject = jobs.RetrySubject(job.WebhookID, attempt)
+		m.Header.Set(nats.MsgIdHdr, m.Subject)
+		// Schedules have one-second resolution: round up, never early.
+		at := time.Now().Add(delay + time.Second - 1).Truncate(time.Second)
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = d.js.PublishMsg(pctx, m, jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(target))
+		cancel()
+	}
+	if err != nil {
+		// The job stays in flight and comes back after the delay; the
+		// attempt is then made again under the same number.
+		d.log.Error("could not schedule the retry; falling back to a delayed nak", "webhook_id", job.WebhookID, "err", err)
+		_ = msg.NakWithDelay(delay)
+		return
+	}
+	_ = msg.Ack()
 }
 
 // callbackTarget stands in a subscription for a per-scan callback: the

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/scanwire/scanwire/internal/profiles"
@@ -43,13 +45,42 @@ type result struct {
 	body      []byte
 	latency   time.Duration
 	permanent bool // no retry can help
+	// retryAfter is the receiver's Retry-After on 429 or 503, clamped to
+	// [minRetryAfter, maxRetryAfter]; 0 when absent.
+	retryAfter time.Duration
+}
+
+// Retry-After is honoured within these bounds: a receiver may ask for a
+// pause, not for a hot loop or for a job to be parked for days.
+const (
+	minRetryAfter = time.Second
+	maxRetryAfter = time.Hour
+)
+
+// parseRetryAfter reads delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	} else {
+		return 0
+	}
+	return min(max(d, minRetryAfter), maxRetryAfter)
 }
 
 func (r result) ok() bool { return r.err == nil && r.status >= 200 && r.status < 300 }
 
 func (r result) describe() string {
-	if r.err != nil {
+	switch {
+	case r.err != nil:
 		return r.err.Error()
+	case r.status == http.StatusGone:
+		return "HTTP 410 Gone: the endpoint is gone; subscription disabled"
 	}
 	return fmt.Sprintf("HTTP %d", r.status)
 }
@@ -81,5 +112,12 @@ func post(ctx context.Context, client *http.Client, url string, req profiles.Req
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	return result{status: resp.StatusCode, body: body, latency: time.Since(start)}
+	r := result{status: resp.StatusCode, body: body, latency: time.Since(start)}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		r.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	case http.StatusGone:
+		r.permanent = true // the endpoint is gone for good: see health.gone
+	}
+	return r
 }

@@ -1,0 +1,87 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+)
+
+// health keeps each subscription's failing streak in its document and
+// disables the subscription when the endpoint says it is gone (410) or has
+// kept failing longer than the auto-disable period. It writes only when
+// the state changes (a streak starts, ends, or disables), not per attempt.
+type health struct {
+	store *subscriptions.Store
+	after time.Duration
+	log   *slog.Logger
+}
+
+func (h *health) succeeded(ctx context.Context, s *subscriptions.Subscription) {
+	if s.FailingSince == nil || s.ID == jobs.CallbackSubscription {
+		return
+	}
+	h.change(ctx, s, func(c *subscriptions.Subscription) { c.FailingSince = nil })
+}
+
+func (h *health) failed(ctx context.Context, s *subscriptions.Subscription) {
+	if s.ID == jobs.CallbackSubscription {
+		return
+	}
+	now := time.Now().UTC()
+	switch {
+	case s.FailingSince == nil:
+		h.change(ctx, s, func(c *subscriptions.Subscription) {
+			if c.FailingSince == nil {
+				c.FailingSince = &now
+			}
+		})
+	case now.Sub(*s.FailingSince) > h.after:
+		reason := fmt.Sprintf("deliveries failing since %s, longer than the auto-disable period of %s", s.FailingSince.Format(time.RFC3339), h.after)
+		h.disable(ctx, s, reason)
+	}
+}
+
+func (h *health) gone(ctx context.Context, s *subscriptions.Subscription) {
+	if s.ID == jobs.CallbackSubscription {
+		return
+	}
+	h.disable(ctx, s, fmt.Sprintf("the endpoint answered %d Gone at %s", http.StatusGone, time.Now().UTC().Format(time.RFC3339)))
+}
+
+func (h *health) disable(ctx context.Context, s *subscriptions.Subscription, reason string) {
+	h.log.Warn("disabling subscription", "subscription_id", s.ID, "tenant", s.Tenant, "reason", reason)
+	h.change(ctx, s, func(c *subscriptions.Subscription) {
+		if !c.Disabled {
+			c.Disabled, c.DisabledReason = true, reason
+		}
+	})
+}
+
+// change applies edit to the stored document with compare-and-swap,
+// re-reading on a conflict (another worker may have recorded the same
+// streak meanwhile; the edits are idempotent).
+func (h *health) change(ctx context.Context, s *subscriptions.Subscription, edit func(*subscriptions.Subscription)) {
+	if h.store == nil {
+		return
+	}
+	for range 5 {
+		cur, rev, err := h.store.Get(ctx, s.Tenant, s.ID)
+		if err != nil {
+			return // deleted or invalid: nothing to record
+		}
+		edit(cur)
+		if _, err = h.store.Update(ctx, *cur, rev); err == nil {
+			return
+		}
+		if !errors.Is(err, subscriptions.ErrConflict) {
+			h.log.Warn("could not record delivery health", "subscription_id", s.ID, "err", err)
+			return
+		}
+	}
+}
