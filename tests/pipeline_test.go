@@ -204,23 +204,28 @@ type received struct {
 // with the status respond returns for the n-th request (1-based).
 type receiver struct {
 	*httptest.Server
-	mu      sync.Mutex
-	got     []received
-	respond func(n int) int
+	mu  sync.Mutex
+	got []received
 }
 
 func newReceiver(t testing.TB, respond func(n int) int) *receiver {
-	r := &receiver{respond: respond}
-	if r.respond == nil {
-		r.respond = func(int) int { return http.StatusNoContent }
+	if respond == nil {
+		respond = func(int) int { return http.StatusNoContent }
 	}
+	return newReceiverWith(t, func(n int, w http.ResponseWriter) { w.WriteHeader(respond(n)) })
+}
+
+// newReceiverWith records like newReceiver and lets answer write the
+// response to the n-th request (headers, delays, hangs).
+func newReceiverWith(t testing.TB, answer func(n int, w http.ResponseWriter)) *receiver {
+	r := &receiver{}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		r.mu.Lock()
 		r.got = append(r.got, received{Header: req.Header.Clone(), Body: body, At: time.Now()})
 		n := len(r.got)
 		r.mu.Unlock()
-		w.WriteHeader(r.respond(n))
+		answer(n, w)
 	}))
 	t.Cleanup(r.Close)
 	return r

@@ -1,0 +1,122 @@
+package tests
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+)
+
+// 429 with Retry-After: 2 makes the next attempt wait about two seconds,
+// whatever the schedule says.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	p := startPipeline(t, "")
+	var r *receiver
+	r = newReceiverWith(t, func(n int, w http.ResponseWriter) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
+		Retry: subscriptions.Retry{Schedule: []string{"100ms"}}})
+	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
+	eventually(t, 10*time.Second, func() bool { return r.count() == 2 })
+	got := r.requests()
+	if gap := got[1].At.Sub(got[0].At); gap < 1900*time.Millisecond || gap > 4*time.Second {
+		t.Errorf("second attempt came %s after a Retry-After of 2s", gap)
+	}
+}
+
+// 410 Gone disables the subscription with a reason and dead-letters the
+// job; no further attempts are made, and later events are dead-lettered
+// as "subscription disabled", not dropped.
+func TestGoneDisablesAndDeadLetters(t *testing.T) {
+	p := startPipeline(t, "")
+	r := newReceiver(t, func(int) int { return http.StatusGone })
+	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
+		Retry: subscriptions.Retry{Schedule: []string{"100ms", "100ms"}}})
+	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
+	eventually(t, 10*time.Second, func() bool { return len(p.dlq(t)) == 1 })
+	eventually(t, 5*time.Second, func() bool { s, _ := p.Subs.Get("acme", sub.ID); return s != nil && s.Disabled })
+	s, _ := p.Subs.Get("acme", sub.ID)
+	if !strings.Contains(s.DisabledReason, "410 Gone") {
+		t.Errorf("disabled_reason %q", s.DisabledReason)
+	}
+	if dl := p.dlq(t)[0]; dl.LastStatus != 410 || dl.Attempts != 1 || !strings.Contains(dl.Reason, "410 Gone") {
+		t.Errorf("dead letter %+v", dl)
+	}
+	p.publish(t, "acme", events.TypeScanStarted, "s2", map[string]any{"scan_id": "s2", "target": "t"})
+	eventually(t, 10*time.Second, func() bool { return len(p.dlq(t)) == 2 })
+	p.settle(t)
+	if n := r.count(); n != 1 {
+		t.Errorf("%d requests to a gone endpoint, want 1", n)
+	}
+	if reason := p.dlq(t)[1].Reason; !strings.HasPrefix(reason, "subscription disabled") {
+		t.Errorf("later event dead-lettered with %q", reason)
+	}
+}
+
+// A subscription whose deliveries keep failing longer than the
+// auto-disable period is disabled with the reason.
+func TestFailingStreakAutoDisables(t *testing.T) {
+	p := startPipeline(t, "", func(c *app.Config) { c.Delivery.AutoDisableAfter = 1500 * time.Millisecond })
+	r := newReceiver(t, func(int) int { return http.StatusInternalServerError })
+	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
+		Retry: subscriptions.Retry{Schedule: []string{"1s", "1s", "1s", "1s"}}})
+	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
+	eventually(t, 15*time.Second, func() bool { s, _ := p.Subs.Get("acme", sub.ID); return s != nil && s.Disabled })
+	s, _ := p.Subs.Get("acme", sub.ID)
+	if !strings.Contains(s.DisabledReason, "deliveries failing since") {
+		t.Errorf("disabled_reason %q", s.DisabledReason)
+	}
+	eventually(t, 10*time.Second, func() bool { return len(p.dlq(t)) == 1 })
+	if reason := p.dlq(t)[0].Reason; !strings.HasPrefix(reason, "subscription disabled") {
+		t.Errorf("job dead-lettered with %q", reason)
+	}
+}
+
+// Endpoint A never answers and has a thousand jobs queued; endpoint B is
+// healthy. B keeps receiving while A's requests hang.
+func TestHungEndpointDoesNotStarveOthers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("isolation under a hung endpoint takes a few seconds")
+	}
+	p := startPipeline(t, "", func(c *app.Config) {
+		c.Delivery.Workers = 16
+		c.Delivery.PerEndpoint = 4
+		c.Delivery.Timeout = 30 * time.Second
+	})
+	hang := make(chan struct{})
+	var hung atomic.Int32
+	a := newReceiverWith(t, func(_ int, w http.ResponseWriter) {
+		hung.Add(1)
+		<-hang
+	})
+	t.Cleanup(func() { close(hang) })
+	b := newReceiver(t, nil)
+	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: a.URL, Events: []string{"finding.*"}})
+	p.subscribe(t, subscriptions.Subscription{Tenant: "beta", URL: b.URL, Events: []string{"scan.started"}})
+	for i := range 1000 {
+		scan := "s" + string(rune('a'+i%26))
+		data := finding(scan, "t", 7, "x")
+		data["type"] = "t" + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
+		p.publish(t, "acme", events.TypeFindingHigh, scan, data)
+	}
+	eventually(t, 10*time.Second, func() bool { return hung.Load() >= 4 })
+	for i := range 20 {
+		scan := "b" + string(rune('a'+i))
+		p.publish(t, "beta", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t"})
+	}
+	eventually(t, 20*time.Second, func() bool { return b.count() == 20 })
+	if n := hung.Load(); n > 4 {
+		t.Errorf("%d requests in flight to the hung endpoint, cap is 4", n)
+	}
+}
