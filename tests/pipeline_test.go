@@ -30,6 +30,7 @@ import (
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
 )
 
 // pipeline is a running scanwire: embedded NATS, fan-out and delivery.
@@ -54,7 +55,7 @@ func testLogger(t testing.TB) *slog.Logger {
 	if !testing.Verbose() {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
 // startPipeline starts the services on a fresh data dir (or dataDir, to

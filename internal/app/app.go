@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/callbacks"
@@ -26,6 +28,7 @@ import (
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/internal/tenants"
 	"github.com/scanwire/scanwire/services/delivery"
 	"github.com/scanwire/scanwire/services/fanout"
@@ -59,6 +62,8 @@ type Config struct {
 	Delivery delivery.Config
 	Gateway  gateway.Config
 	Log      *slog.Logger
+	// Telemetry, when nil, is built from the OTEL_* environment.
+	Telemetry *telemetry.Telemetry
 }
 
 // Validate checks the configuration and names the flag to fix.
@@ -86,12 +91,14 @@ type App struct {
 	Limits   *limits.Limiter
 	Tenants  *tenants.Store
 	TenantsC *tenants.Cache
+	Tel      *telemetry.Telemetry
 
 	cfg    Config
 	log    *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
+	ownTel bool
 	http   *http.Server
 	httpLn net.Listener
 }
@@ -113,6 +120,15 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 			a.Close(context.Background())
 		}
 	}()
+
+	a.Tel = cfg.Telemetry
+	if a.Tel == nil {
+		t, err := telemetry.New(ctx, telemetry.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %w", err)
+		}
+		a.Tel, a.ownTel = t, true
+	}
 
 	url := cfg.NATSURL
 	if url == "" {
@@ -155,6 +171,9 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	a.Tenants = tenants.NewStore(tkv)
 	a.TenantsC = tenants.NewCache(tkv, log)
 
+	if err := a.observe(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.spawn("subscription cache", func() error { return a.Subs.Run(runCtx) })
@@ -168,11 +187,11 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 				return nil, err
 			}
 			f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
-				Callbacks: callbacks.New(ckv, a.JS)}, log, cfg.Fanout)
+				Callbacks: callbacks.New(ckv, a.JS), Telemetry: a.Tel}, log, cfg.Fanout)
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
-			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil)
-			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client, Attempts: a.Attempts}, log, cfg.Delivery)
+			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil, a.Tel.TracerProvider())
+			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client, Attempts: a.Attempts, Telemetry: a.Tel}, log, cfg.Delivery)
 			a.spawn(name, func() error { return d.Run(runCtx) })
 		case ServiceGateway:
 			ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -181,11 +200,19 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 				return nil, fmt.Errorf("--http %s: %w", cfg.HTTPAddr, err)
 			}
 			a.httpLn = ln
+			cfg.Gateway.Consumers = map[string]string{}
+			if slices.Contains(cfg.Services, ServiceFanout) {
+				cfg.Gateway.Consumers[fanout.ConsumerName(cfg.Fanout)] = natsx.StreamScanEvents
+			}
+			if slices.Contains(cfg.Services, ServiceDelivery) {
+				cfg.Gateway.Consumers[delivery.ConsumerName(cfg.Delivery)] = natsx.StreamDeliveries
+			}
 			if cfg.Gateway.Keys.Empty() {
 				log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
 			}
-			g := gateway.New(a.JS, a.Store, a.Attempts, a.DLQ, a.Limits, a.Tenants, log, cfg.Gateway)
-			a.http = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
+			g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,
+				Tenants: a.Tenants, Telemetry: a.Tel}, log, cfg.Gateway)
+			a.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			a.spawn(name, func() error { return gateway.Serve(a.http, ln, log) })
 		}
 	}
@@ -261,5 +288,44 @@ func (a *App) Close(ctx context.Context) error {
 		a.Server.Shutdown()
 		a.Server.WaitForShutdown()
 	}
+	if a.ownTel {
+		_ = a.Tel.Shutdown(ctx)
+	}
+	return err
+}
+
+// observe registers the gauges read at each scrape: the consumers' pending
+// and ack-pending counts, and the subscription cache's size.
+func (a *App) observe() error {
+	m := a.Tel.Meter()
+	pending, err := m.Int64ObservableGauge("scanwire.consumer.pending", metric.WithDescription("messages not yet delivered to the consumer"))
+	if err != nil {
+		return err
+	}
+	ackPending, err := m.Int64ObservableGauge("scanwire.consumer.ack_pending", metric.WithDescription("messages delivered and not yet acked (deferred jobs included)"))
+	if err != nil {
+		return err
+	}
+	cacheSize, err := m.Int64ObservableGauge("scanwire.subscriptions.cached", metric.WithDescription("valid subscriptions in the cache"))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		o.ObserveInt64(cacheSize, int64(a.Subs.Len()))
+		for stream, consumer := range map[string]string{natsx.StreamScanEvents: "fanout", natsx.StreamDeliveries: "delivery"} {
+			c, err := a.JS.Consumer(ctx, stream, consumer)
+			if err != nil {
+				continue // not created (yet) by any replica
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				continue
+			}
+			attrs := metric.WithAttributes(attribute.String("stream", stream), attribute.String("consumer", consumer))
+			o.ObserveInt64(pending, int64(info.NumPending), attrs)
+			o.ObserveInt64(ackPending, int64(info.NumAckPending), attrs)
+		}
+		return nil
+	}, pending, ackPending, cacheSize)
 	return err
 }

@@ -6,19 +6,66 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scanwire/scanwire/internal/natsx"
 )
+
+// Propagator moves trace context across NATS and HTTP: W3C trace context.
+var Propagator = propagation.TraceContext{}
 
 // Publish stores e in SCAN_EVENTS on subject, in binary mode, with the
 // event id as the dedupe id: a scanner that retries a publish it is unsure
 // of creates one event, not two. It does not validate: call Validate first.
+//
+// When ctx carries a span, Publish starts a producer span under it (with
+// the same tracer provider) and sends its context twice: in the NATS
+// traceparent header and in the CloudEvents distributed-tracing extension
+// of e, which it sets.
 func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *event.Event) (*jetstream.PubAck, error) {
+	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer("github.com/scanwire/scanwire")
+	ctx, span := tracer.Start(ctx, "publish "+e.Type(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject),
+		attribute.String("scanwire.tenant", Tenant(e)), attribute.String("scanwire.scan_id", e.Subject()),
+		attribute.String("scanwire.event_type", e.Type()), attribute.String("scanwire.event_id", e.ID())))
+	defer span.End()
+	InjectTrace(ctx, e)
 	m, err := ToMsg(ctx, subject, e)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
-	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(e.ID()), jetstream.WithExpectStream("SCAN_EVENTS"))
+	Propagator.Inject(ctx, natsx.HeaderCarrier(m.Header))
+	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(e.ID()), jetstream.WithExpectStream(natsx.StreamScanEvents))
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("publish %s to %s: %w", e.ID(), subject, err)
 	}
 	return ack, nil
+}
+
+// InjectTrace sets the CloudEvents distributed-tracing extension
+// (traceparent, tracestate) of e from the span in ctx, if there is one.
+func InjectTrace(ctx context.Context, e *event.Event) {
+	c := propagation.MapCarrier{}
+	Propagator.Inject(ctx, c)
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := c.Get(k); v != "" {
+			e.SetExtension(k, v)
+		}
+	}
+}
+
+// ExtractTrace returns ctx with the remote span context of a NATS message:
+// from its traceparent header, or else from the event's distributed-tracing
+// extension (a scanner that sets only ce-traceparent is followed too).
+func ExtractTrace(ctx context.Context, h map[string][]string) context.Context {
+	c := natsx.HeaderCarrier(h)
+	if c.Get("traceparent") == "" && c.Get("ce-traceparent") != "" {
+		c = natsx.HeaderCarrier{"traceparent": h["ce-traceparent"], "tracestate": h["ce-tracestate"]}
+	}
+	return Propagator.Extract(ctx, c)
 }

@@ -10,17 +10,24 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/internal/tenants"
 )
 
@@ -84,6 +91,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// ConsumerName is the durable consumer a delivery service with cfg uses.
+func ConsumerName(cfg Config) string { return cfg.withDefaults().Consumer }
+
 // Delivery is the delivery service.
 type Delivery struct {
 	js        jetstream.JetStream
@@ -93,6 +103,7 @@ type Delivery struct {
 	attempts  *attempts.Log
 	endpoints *endpoints
 	health    *health
+	tel       *telemetry.Telemetry
 	log       *slog.Logger
 	cfg       Config
 }
@@ -108,14 +119,15 @@ type Deps struct {
 	// NewHTTPClient).
 	Client *http.Client
 	// Attempts records every attempt.
-	Attempts *attempts.Log
+	Attempts  *attempts.Log
+	Telemetry *telemetry.Telemetry
 }
 
 // New returns a delivery service.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
 	cfg = cfg.withDefaults()
 	log = log.With("service", "delivery")
-	return &Delivery{js: js, subs: d.Subs, tenants: d.Tenants, client: d.Client, attempts: d.Attempts,
+	return &Delivery{js: js, subs: d.Subs, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
 		endpoints: newEndpoints(cfg.PerEndpoint), health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log},
 		log: log, cfg: cfg}
 }
@@ -127,7 +139,7 @@ func (d *Delivery) Run(ctx context.Context) error {
 		Durable:       d.cfg.Consumer,
 		Description:   "scanwire delivery workers",
 		FilterSubject: "deliveries.>", // not the scheduled retries waiting their time
-		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
 		// Above the request timeout, so an attempt in progress is never
 		// handed to a second worker.
 		AckWait: 2*d.cfg.Timeout + 15*time.Second,
@@ -168,6 +180,13 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	// a shutdown, has not been attempted.
 	attempt := job.Attempt + 1
 	log := d.log.With("webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant, "attempt", attempt)
+	ctx = events.ExtractTrace(ctx, msg.Headers())
+	ctx, span := d.tel.Tracer.Start(ctx, "deliver "+job.EventType, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		attribute.String("scanwire.tenant", job.SourceTenant), attribute.String("scanwire.scan_id", job.ScanID),
+		attribute.String("scanwire.event_type", job.EventType), attribute.String("scanwire.event_id", job.EventID),
+		attribute.String("scanwire.subscription_id", job.SubscriptionID), attribute.String("scanwire.webhook_id", job.WebhookID),
+		attribute.Int("scanwire.attempt", attempt)))
+	defer span.End()
 
 	sub, ok := d.subs.Get(job.Tenant, job.SubscriptionID)
 	if job.CallbackURL != "" {
@@ -196,6 +215,16 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	res := d.attempt(ctx, sub, job)
 	release()
+	span.SetAttributes(attribute.Int("http.response.status_code", res.status), attribute.String("server.address", host(sub.URL)))
+	if !res.ok() {
+		span.SetStatus(codes.Error, res.describe())
+	}
+	outcome := attempts.OutcomeDelivered
+	defer func() {
+		attrs := metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("profile", sub.Profile))
+		d.tel.Metrics.Deliveries.Add(ctx, 1, attrs)
+		d.tel.Metrics.AttemptDuration.Record(ctx, res.latency.Seconds(), attrs)
+	}()
 
 	rec := attempts.Attempt{
 		Time: time.Now().UTC(), Tenant: job.Tenant, SubscriptionID: job.SubscriptionID, WebhookID: job.WebhookID,
@@ -203,7 +232,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		LatencyMS: float64(res.latency.Microseconds()) / 1000, Response: string(res.body),
 	}
 	if res.ok() {
-		log.Debug("delivered", "status", res.status, "latency", res.latency)
+		log.DebugContext(ctx, "delivered", "status", res.status, "latency", res.latency)
 		rec.Outcome = attempts.OutcomeDelivered
 		d.attempts.Record(rec)
 		d.health.succeeded(ctx, sub)
@@ -224,12 +253,15 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		if res.retryAfter > 0 {
 			delay = res.retryAfter
 		}
-		log.Warn("attempt failed; will retry", "status", res.status, "err", res.err, "retry_in", delay)
+		log.WarnContext(ctx, "attempt failed; will retry", "status", res.status, "err", res.err, "retry_in", delay)
+		outcome = attempts.OutcomeRetry
 		rec.Outcome, rec.RetryIn = attempts.OutcomeRetry, delay.String()
+		d.tel.Metrics.RetriesScheduled.Add(ctx, 1)
 		d.attempts.Record(rec)
 		d.retryLater(ctx, msg, job, attempt, delay)
 		return
 	}
+	outcome = attempts.OutcomeDead
 	rec.Outcome = attempts.OutcomeDead
 	d.attempts.Record(rec)
 	reason := fmt.Sprintf("retries exhausted after %d attempts: %s", attempt, res.describe())
@@ -252,6 +284,13 @@ func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, job *jobs.
 	next.Attempt = attempt
 	m, err := next.Msg()
 	if err == nil {
+		// The retry keeps the job's trace context: its attempt is a
+		// sibling of this one, in the same trace.
+		for _, k := range []string{"traceparent", "tracestate"} {
+			if v := msg.Headers().Get(k); v != "" {
+				m.Header.Set(k, v)
+			}
+		}
 		target := m.Subject
 		m.Subject = jobs.RetrySubject(job.WebhookID, attempt)
 		m.Header.Set(nats.MsgIdHdr, m.Subject)
@@ -269,6 +308,16 @@ func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, job *jobs.
 		return
 	}
 	_ = msg.Ack()
+}
+
+// reasonKind is a dead letter's reason reduced to a metric label.
+func reasonKind(reason string) string {
+	for _, k := range []string{"retries exhausted", "subscription deleted", "subscription disabled", "egress blocked", "HTTP 410"} {
+		if strings.HasPrefix(reason, k) {
+			return strings.ReplaceAll(k, " ", "_")
+		}
+	}
+	return "permanent"
 }
 
 // callbackTarget stands in a subscription for a per-scan callback: the
@@ -331,7 +380,8 @@ func (d *Delivery) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 		_ = msg.NakWithDelay(5 * time.Second)
 		return
 	}
-	d.log.Warn("dead-lettered", "webhook_id", dl.Job.WebhookID, "subscription_id", dl.Job.SubscriptionID,
+	d.log.WarnContext(ctx, "dead-lettered", "webhook_id", dl.Job.WebhookID, "subscription_id", dl.Job.SubscriptionID,
 		"tenant", dl.Job.Tenant, "reason", dl.Reason, "last_status", dl.LastStatus)
+	d.tel.Metrics.DeadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reasonKind(dl.Reason))))
 	_ = msg.Term()
 }

@@ -18,10 +18,7 @@ func newEndpoints(max int) *endpoints { return &endpoints{max: max, inFlight: ma
 
 // acquire takes a slot for rawURL's host; release gives it back.
 func (e *endpoints) acquire(rawURL string) (release func(), ok bool) {
-	host := rawURL
-	if u, err := url.Parse(rawURL); err == nil {
-		host = u.Host
-	}
+	host := host(rawURL)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.inFlight[host] >= e.max {
@@ -35,4 +32,12 @@ func (e *endpoints) acquire(rawURL string) (release func(), ok bool) {
 			delete(e.inFlight, host)
 		}
 	}, true
+}
+
+// host is the host:port a URL points at.
+func host(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		return u.Host
+	}
+	return rawURL
 }

@@ -12,19 +12,26 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/profiles"
 )
 
 // NewHTTPClient returns the client webhooks are sent with: redirects are
 // never followed (a receiver must not be able to bounce a signed request
 // somewhere else) and every phase has a deadline.
-func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+//
+// Each request gets an HTTP client span (otelhttp) under the span in its
+// context, and carries traceparent, so a receiver can continue the trace.
+func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error), tp trace.TracerProvider) *http.Client {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
 	return &http.Client{
 		Timeout: timeout,
-		Transport: &http.Transport{
+		Transport: otelhttp.NewTransport(&http.Transport{
 			DialContext:           dial,
 			ForceAttemptHTTP2:     true,
 			MaxIdleConns:          1000,
@@ -33,7 +40,7 @@ func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: timeout,
 			ExpectContinueTimeout: time.Second,
-		},
+		}, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(events.Propagator)),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

@@ -5,6 +5,7 @@ package fanout
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -14,6 +15,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/callbacks"
 	"github.com/scanwire/scanwire/internal/events"
@@ -21,6 +26,7 @@ import (
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/internal/tenants"
 )
 
@@ -49,6 +55,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// ConsumerName is the durable consumer a fan-out with cfg uses.
+func ConsumerName(cfg Config) string { return cfg.withDefaults().Consumer }
+
 // Fanout is the fan-out service.
 type Fanout struct {
 	js        jetstream.JetStream
@@ -57,8 +66,9 @@ type Fanout struct {
 	limits    *limits.Limiter
 	callbacks *callbacks.Registry
 	egress    subscriptions.URLPolicy
-	log    *slog.Logger
-	cfg    Config
+	tel       *telemetry.Telemetry
+	log       *slog.Logger
+	cfg       Config
 }
 
 // Deps are what fan-out works with.
@@ -68,12 +78,13 @@ type Deps struct {
 	Limits    *limits.Limiter
 	Callbacks *callbacks.Registry
 	// Egress judges callback URLs (nil: no egress checks).
-	Egress subscriptions.URLPolicy
+	Egress    subscriptions.URLPolicy
+	Telemetry *telemetry.Telemetry
 }
 
 // New returns a fan-out over js.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress,
+	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, tel: d.Telemetry,
 		log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
@@ -105,10 +116,19 @@ func (f *Fanout) Run(ctx context.Context) error {
 }
 
 func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
+	ctx = events.ExtractTrace(ctx, msg.Headers())
+	ctx, span := f.tel.Tracer.Start(ctx, "fanout "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject())))
+	defer span.End()
+
 	addr, err := events.ParseSubject(msg.Subject())
 	var e *event.Event
 	if err == nil {
 		e, err = events.FromMsg(msg.Headers(), msg.Data())
+	}
+	if e != nil {
+		span.SetAttributes(attribute.String("scanwire.tenant", events.Tenant(e)), attribute.String("scanwire.scan_id", e.Subject()),
+			attribute.String("scanwire.event_type", e.Type()), attribute.String("scanwire.event_id", e.ID()))
 	}
 	if err == nil {
 		err = events.Validate(addr, e)
@@ -118,15 +138,18 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
 		callbackURL, err = f.callbackURL(e)
 	}
 	if err != nil {
+		span.SetStatus(codes.Error, "rejected")
 		f.reject(ctx, msg, addr.Tenant, err)
 		return
 	}
+	f.tel.Metrics.EventsAccepted.Add(ctx, 1, metric.WithAttributes(attribute.String("type", e.Type())))
 	if err := f.pairCallback(ctx, e, addr, callbackURL); err != nil {
-		f.retry(msg, fmt.Errorf("callback of %s: %w", e.ID(), err))
+		f.retry(ctx, msg, fmt.Errorf("callback of %s: %w", e.ID(), err))
 		return
 	}
 	if err := f.fanOut(ctx, e, addr); err != nil {
-		f.retry(msg, fmt.Errorf("fan out %s: %w", e.ID(), err))
+		span.SetStatus(codes.Error, err.Error())
+		f.retry(ctx, msg, fmt.Errorf("fan out %s: %w", e.ID(), err))
 		return
 	}
 	_ = msg.Ack()
@@ -135,7 +158,10 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
 // fanOut stores one job per matching subscription and waits until the
 // server has confirmed every one.
 func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address) error {
-	subs, err := f.admit(ctx, f.match(addr.Tenant, e), e, addr)
+	mctx, span := f.tel.Tracer.Start(ctx, "match")
+	subs, err := f.admit(mctx, f.match(addr.Tenant, e), e, addr)
+	span.SetAttributes(attribute.Int("scanwire.matches", len(subs)))
+	span.End()
 	if err != nil || len(subs) == 0 {
 		return err
 	}
@@ -161,6 +187,12 @@ func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address
 		if err != nil {
 			return err
 		}
+		// Each job carries the context of its own producer span: every
+		// attempt at it, retries included, is a child of it, in this trace.
+		jctx, jspan := f.tel.Tracer.Start(ctx, "queue "+m.Subject, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("scanwire.subscription_id", s.ID), attribute.String("scanwire.webhook_id", j.WebhookID)))
+		events.Propagator.Inject(jctx, natsx.HeaderCarrier(m.Header))
+		jspan.End()
 		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("queue job for %s: %w", s.ID, err)
@@ -261,7 +293,8 @@ func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, 
 			return nil, err
 		}
 		if !dec.Admitted {
-			f.log.Debug("finding suppressed", "subscription_id", s.ID, "scan_id", addr.ScanID, "event_id", e.ID(), "reason", dec.Reason)
+			f.tel.Metrics.LimitSuppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("subscription_id", s.ID)))
+			f.log.DebugContext(ctx, "finding suppressed", "subscription_id", s.ID, "scan_id", addr.ScanID, "event_id", e.ID(), "reason", dec.Reason)
 			continue
 		}
 		out = append(out, s)
@@ -310,7 +343,7 @@ func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, r
 	}
 	meta, err := msg.Metadata()
 	if err != nil {
-		f.retry(msg, fmt.Errorf("reject: %w", err))
+		f.retry(ctx, msg, fmt.Errorf("reject: %w", err))
 		return
 	}
 	rm := nats.NewMsg(events.RejectedSubject(tenant))
@@ -329,21 +362,27 @@ func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, r
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := f.js.PublishMsg(pctx, rm); err != nil {
-		f.retry(msg, fmt.Errorf("store rejected event: %w", err))
+		f.retry(ctx, msg, fmt.Errorf("store rejected event: %w", err))
 		return
 	}
-	f.log.Info("event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.Error())
+	f.log.InfoContext(ctx, "event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.Error())
+	field := "encoding"
+	var ie *events.InvalidError
+	if errors.As(reason, &ie) && len(ie.Problems) > 0 {
+		field = ie.Problems[0].Field
+	}
+	f.tel.Metrics.EventsRejected.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", field)))
 	_ = msg.Ack()
 }
 
 // retry hands an event back after a failure of ours (not the event's),
 // later each time, so a NATS outage is not a hot loop.
-func (f *Fanout) retry(msg jetstream.Msg, err error) {
+func (f *Fanout) retry(ctx context.Context, msg jetstream.Msg, err error) {
 	n := uint64(1)
 	if meta, merr := msg.Metadata(); merr == nil {
 		n = meta.NumDelivered
 	}
 	delay := min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
-	f.log.Warn("event will be retried", "subject", msg.Subject(), "delay", delay, "err", err)
+	f.log.WarnContext(ctx, "event will be retried", "subject", msg.Subject(), "delay", delay, "err", err)
 	_ = msg.NakWithDelay(delay)
 }

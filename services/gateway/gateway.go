@@ -13,12 +13,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/internal/tenants"
 )
 
@@ -28,6 +31,9 @@ const MaxBody = 1 << 20
 // Config tunes the gateway.
 type Config struct {
 	Keys Keys
+	// Consumers are the durable consumers this process runs, which
+	// /readyz checks are bound.
+	Consumers map[string]string // consumer -> stream
 	// TestWait bounds how long POST /v1/subscriptions/{id}/test waits for
 	// the first attempt (default 30s).
 	TestWait time.Duration
@@ -41,17 +47,32 @@ type Gateway struct {
 	dlq      *jobs.DeadLetters
 	limits   *limits.Limiter
 	tenants  *tenants.Store
+	tel      *telemetry.Telemetry
 	log      *slog.Logger
 	cfg      Config
 	mux      *http.ServeMux
 }
 
+// Deps are what the gateway serves from.
+type Deps struct {
+	Store     *subscriptions.Store
+	Attempts  *attempts.Log
+	DLQ       *jobs.DeadLetters
+	Limits    *limits.Limiter
+	Tenants   *tenants.Store
+	Telemetry *telemetry.Telemetry
+}
+
 // New returns the gateway's handler.
-func New(js jetstream.JetStream, store *subscriptions.Store, log *attempts.Log, dlq *jobs.DeadLetters, lim *limits.Limiter, ts *tenants.Store, logger *slog.Logger, cfg Config) *Gateway {
+func New(js jetstream.JetStream, d Deps, logger *slog.Logger, cfg Config) *Gateway {
 	if cfg.TestWait <= 0 {
 		cfg.TestWait = 30 * time.Second
 	}
-	g := &Gateway{js: js, store: store, attempts: log, dlq: dlq, limits: lim, tenants: ts, log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
+	g := &Gateway{js: js, store: d.Store, attempts: d.Attempts, dlq: d.DLQ, limits: d.Limits, tenants: d.Tenants, tel: d.Telemetry,
+		log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
+	if g.tel != nil {
+		g.mux.Handle("GET /metrics", g.tel.Handler)
+	}
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.HandleFunc("POST /v1/events", g.authed(g.publishEvent))
@@ -82,6 +103,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mux.ServeHTTP(w, r)
 }
 
+// Handler wraps the gateway in an HTTP server span per request (continuing
+// a caller's traceparent), named by route.
+func (g *Gateway) Handler() http.Handler {
+	if g.tel == nil {
+		return g
+	}
+	return otelhttp.NewHandler(g, "gateway", otelhttp.WithTracerProvider(g.tel.TracerProvider()),
+		otelhttp.WithPropagators(events.Propagator),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			return r.URL.Path != "/metrics" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz"
+		}))
+}
+
 // Serve runs srv on ln until it is shut down; a clean shutdown is not an
 // error.
 func Serve(srv *http.Server, ln net.Listener, log *slog.Logger) error {
@@ -97,8 +132,8 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz says the process can do its work: NATS connected and every
-// stream reachable.
+// readyz says the process can do its work: NATS connected, every stream
+// reachable, and the consumers of this process's services bound.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -109,6 +144,12 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	for _, name := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, natsx.StreamDLQ, natsx.StreamRejected, natsx.StreamAttempts} {
 		if _, err := g.js.Stream(ctx, name); err != nil {
 			writeError(w, http.StatusServiceUnavailable, "", "stream "+name+": "+err.Error())
+			return
+		}
+	}
+	for consumer, stream := range g.cfg.Consumers {
+		if _, err := g.js.Consumer(ctx, stream, consumer); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "", "consumer "+consumer+" on "+stream+": "+err.Error())
 			return
 		}
 	}

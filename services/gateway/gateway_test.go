@@ -27,7 +27,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(New(js, nil, nil, nil, nil, nil, log, Config{}))
+	srv := httptest.NewServer(New(js, Deps{}, log, Config{}))
 	t.Cleanup(srv.Close)
 
 	get := func(path string) int {
