@@ -27,7 +27,7 @@ func TestTwoReplicasOnExternalNATSDeliverOnce(t *testing.T) {
 		a, err := app.Start(context.Background(), app.Config{
 			NATSURL:  ns.ClientURL(),
 			Topology: natsx.DefaultTopology(),
-			Services: []string{app.ServiceFanout, app.ServiceDelivery},
+			Services: []string{app.ServiceFanout, app.ServiceDelivery}, AllowPrivateTargets: true,
 			Log:      testLogger(t),
 		})
 		if err != nil {

@@ -84,7 +84,7 @@ func TestLimitsExactWithTwoReplicas(t *testing.T) {
 	var ps []*pipeline
 	for range 2 {
 		a, err := app.Start(context.Background(), app.Config{NATSURL: ns.ClientURL(), Topology: natsx.DefaultTopology(),
-			Services: []string{app.ServiceFanout, app.ServiceDelivery}, Log: testLogger(t)})
+			Services: []string{app.ServiceFanout, app.ServiceDelivery}, AllowPrivateTargets: true, Log: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -70,6 +72,9 @@ func startPipeline(t testing.TB, dataDir string, opts ...pipelineOpt) *pipeline 
 		Topology: natsx.DefaultTopology(),
 		Services: []string{app.ServiceFanout, app.ServiceDelivery},
 		Log:      testLogger(t),
+		// Receivers are httptest servers on loopback.
+		AllowPrivateTargets: true,
+		Resolver:            testResolver{},
 	}
 	cfg.Delivery.Timeout = 5 * time.Second
 	for _, o := range opts {
@@ -276,6 +281,23 @@ func verifyStandardWebhook(secret string, h http.Header, body []byte) error {
 		}
 	}
 	return fmt.Errorf("no valid v1 signature in %q", h.Get("webhook-signature"))
+}
+
+// testResolver stands in for DNS, which this sandbox does not have: every
+// *.example.com name is a public address, internal.example.net is a
+// private one, anything else does not resolve.
+type testResolver struct{}
+
+func (testResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	switch {
+	case strings.HasSuffix(host, ".example.com"):
+		return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
+	case host == "internal.example.net":
+		return []netip.Addr{netip.MustParseAddr("10.1.2.3")}, nil
+	case host == "rebind.example.net":
+		return []netip.Addr{netip.MustParseAddr("169.254.169.254")}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
 // eventually polls cond until it holds or the timeout passes.

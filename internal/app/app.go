@@ -24,6 +24,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/callbacks"
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
@@ -64,6 +65,12 @@ type Config struct {
 	Log      *slog.Logger
 	// Telemetry, when nil, is built from the OTEL_* environment.
 	Telemetry *telemetry.Telemetry
+	// AllowPrivateTargets lets subscriptions reach loopback and private
+	// addresses over http (local development and tests); link-local and
+	// cloud metadata addresses stay blocked.
+	AllowPrivateTargets bool
+	// Resolver, when set, resolves webhook hosts (tests).
+	Resolver egress.Resolver
 }
 
 // Validate checks the configuration and names the flag to fix.
@@ -92,6 +99,7 @@ type App struct {
 	Tenants  *tenants.Store
 	TenantsC *tenants.Cache
 	Tel      *telemetry.Telemetry
+	Egress   *egress.Policy
 
 	cfg    Config
 	log    *slog.Logger
@@ -155,8 +163,9 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Store = subscriptions.NewStore(kv, nil)
-	a.Subs = subscriptions.NewCache(kv, nil, log)
+	a.Egress = &egress.Policy{AllowPrivate: cfg.AllowPrivateTargets, Resolver: cfg.Resolver}
+	a.Store = subscriptions.NewStore(kv, a.Egress)
+	a.Subs = subscriptions.NewCache(kv, a.Egress, log)
 	a.Attempts = attempts.NewLog(a.JS, log)
 	a.DLQ = jobs.NewDeadLetters(a.JS)
 	lkv, err := a.JS.KeyValue(ctx, natsx.BucketLimits)
@@ -187,10 +196,10 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 				return nil, err
 			}
 			f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
-				Callbacks: callbacks.New(ckv, a.JS), Telemetry: a.Tel}, log, cfg.Fanout)
+				Callbacks: callbacks.New(ckv, a.JS), Egress: a.Egress, Telemetry: a.Tel}, log, cfg.Fanout)
 			a.spawn(name, func() error { return f.Run(runCtx) })
 		case ServiceDelivery:
-			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, nil, a.Tel.TracerProvider())
+			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, a.Egress.DialContext, a.Tel.TracerProvider())
 			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client, Attempts: a.Attempts, Telemetry: a.Tel}, log, cfg.Delivery)
 			a.spawn(name, func() error { return d.Run(runCtx) })
 		case ServiceGateway:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/profiles"
 )
@@ -100,10 +102,10 @@ func (r result) errString() string {
 }
 
 // post sends one request and reads at most maxBody bytes of the answer.
-func post(ctx context.Context, client *http.Client, url string, req profiles.Request, timeout time.Duration, maxBody int64) result {
+func post(ctx context.Context, client *http.Client, target string, req profiles.Request, timeout time.Duration, maxBody int64) result {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(req.Body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(req.Body))
 	if err != nil {
 		return result{err: fmt.Errorf("build request: %w", err), permanent: true}
 	}
@@ -111,8 +113,15 @@ func post(ctx context.Context, client *http.Client, url string, req profiles.Req
 	start := time.Now()
 	resp, err := client.Do(hreq)
 	if err != nil {
-		var ue interface{ Timeout() bool }
-		if errors.As(err, &ue) && ue.Timeout() {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the method and URL are in the attempt record already
+		}
+		var te interface{ Timeout() bool }
+		switch {
+		case errors.Is(err, egress.ErrBlocked):
+			return result{err: err, latency: time.Since(start), permanent: true}
+		case errors.As(err, &te) && te.Timeout():
 			err = fmt.Errorf("timeout after %s", timeout)
 		}
 		return result{err: err, latency: time.Since(start)}

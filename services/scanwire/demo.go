@@ -44,6 +44,7 @@ It runs until Ctrl-C, or until --scans scans have been fully delivered.`,
   go run ./services/scanwire demo --scans 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			g.allowPrivate = true // the demo's receiver is on loopback
 			if !cmd.Flags().Changed("log-level") {
 				g.logLevel = "error" // the demo prints retries itself
 			}

@@ -115,7 +115,7 @@ func TestPublishSendsValidEvent(t *testing.T) {
 func TestSubsCreateListDelete(t *testing.T) {
 	a := startApp(t)
 	ctx := context.Background()
-	out, err := runCLI(t, ctx, "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "https://hooks.example.com/x", "--events", "finding.*,scan.finished")
+	out, err := runCLI(t, ctx, "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "https://93.184.216.34/x", "--events", "finding.*,scan.finished")
 	if err != nil {
 		t.Fatalf("create: %v\n%s", err, out)
 	}
@@ -127,7 +127,7 @@ func TestSubsCreateListDelete(t *testing.T) {
 	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "finding.*,scan.finished") || strings.Contains(out, "whsec_") {
 		t.Errorf("list: %v\n%s", err, out)
 	}
-	if _, err := runCLI(t, ctx, "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "https://h.example.com", "--events", "scan.paused"); err == nil ||
+	if _, err := runCLI(t, ctx, "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "https://93.184.216.34", "--events", "scan.paused"); err == nil ||
 		!strings.Contains(err.Error(), `subscription.events[0]: unknown event type "scan.paused"`) {
 		t.Errorf("bad event type: %v", err)
 	}
@@ -147,6 +147,8 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 		Topology: natsx.DefaultTopology(),
 		Services: []string{app.ServiceFanout, app.ServiceDelivery},
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+
+		AllowPrivateTargets: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +166,7 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 	ctx := context.Background()
 	nats := "--nats=" + a.ClientURL()
 
-	out, err := runCLI(t, ctx, "subs", "create", nats, "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
+	out, err := runCLI(t, ctx, "subs", "create", nats, "--allow-private-targets", "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
 	if err != nil {
 		t.Fatalf("create: %v %s", err, out)
 	}
@@ -182,11 +184,11 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 	if err != nil || !strings.Contains(out, "webhook.test") || !strings.Contains(out, "HTTP 200, delivered") {
 		t.Errorf("attempts: %v\n%s", err, out)
 	}
-	out, err = runCLI(t, ctx, "subs", "rotate-secret", nats, id, "--overlap", "2h")
+	out, err = runCLI(t, ctx, "subs", "rotate-secret", nats, "--allow-private-targets", id, "--overlap", "2h")
 	if err != nil || !strings.Contains(out, "new signing secret (shown once, keep it now): whsec_") || !strings.Contains(out, "keeps signing until") {
 		t.Errorf("rotate: %v\n%s", err, out)
 	}
-	out, err = runCLI(t, ctx, "subs", "update", nats, id, "--description", "soc hook", "--events", "scan.*")
+	out, err = runCLI(t, ctx, "subs", "update", nats, "--allow-private-targets", id, "--description", "soc hook", "--events", "scan.*")
 	if err != nil || !strings.Contains(out, `"description": "soc hook"`) || !strings.Contains(out, `"scan.*"`) {
 		t.Errorf("update: %v\n%s", err, out)
 	}
@@ -220,5 +222,19 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 	}
 	if !strings.Contains(out, "HTTP 200, delivered") {
 		t.Errorf("replayed event not delivered:\n%s", out)
+	}
+}
+
+// Without --allow-private-targets the CLI refuses a loopback http URL,
+// naming the field and the fix.
+func TestSubsCreateRefusesPrivateTargets(t *testing.T) {
+	a := startApp(t)
+	_, err := runCLI(t, context.Background(), "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "http://127.0.0.1:9/x", "--events", "scan.started")
+	if err == nil || !strings.Contains(err.Error(), "subscription.url") || !strings.Contains(err.Error(), "--allow-private-targets") {
+		t.Errorf("got %v", err)
+	}
+	_, err = runCLI(t, context.Background(), "subs", "create", "--nats", a.ClientURL(), "--allow-private-targets", "--tenant", "acme", "--url", "http://169.254.169.254/latest", "--events", "scan.started")
+	if err == nil || !strings.Contains(err.Error(), "cloud metadata") {
+		t.Errorf("metadata address with the flag: %v", err)
 	}
 }

@@ -14,9 +14,10 @@ import (
 
 // globals are the flags every command shares.
 type globals struct {
-	logFormat string
-	logLevel  string
-	natsURL   string
+	logFormat    string
+	logLevel     string
+	natsURL      string
+	allowPrivate bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -40,6 +41,7 @@ Start here:
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.BoolVar(&g.allowPrivate, "allow-private-targets", false, "let subscriptions use http and reach loopback and private addresses (local development and tests only; link-local and cloud metadata stay blocked)")
 	pf.StringVar(&g.natsURL, "nats", envOr("SCANWIRE_NATS", ""), "URL of an external NATS server (env SCANWIRE_NATS); client commands default to nats://127.0.0.1:4222")
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newPublishCmd(g), newSubsCmd(g), newAttemptsCmd(g), newDLQCmd(g), newScansCmd(g), newTenantsCmd(g))
 	return root

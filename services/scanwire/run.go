@@ -59,6 +59,8 @@ func (f *runFlags) config(g *globals) (app.Config, error) {
 		HTTPAddr: f.httpAddr,
 		Services: services,
 		Log:      log,
+
+		AllowPrivateTargets: g.allowPrivate,
 	}
 	if cfg.Gateway.Keys, err = gateway.ParseKeys(os.Getenv("SCANWIRE_ADMIN_KEY"), os.Getenv("SCANWIRE_API_KEYS")); err != nil {
 		return app.Config{}, err

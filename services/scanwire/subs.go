@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
@@ -63,7 +64,7 @@ func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Co
 		nc.Close()
 		return nil, nil, err
 	}
-	return subscriptions.NewStore(kv, nil), nc, nil
+	return subscriptions.NewStore(kv, &egress.Policy{AllowPrivate: g.allowPrivate}), nc, nil
 }
 
 func newSubsCreateCmd(g *globals) *cobra.Command {
