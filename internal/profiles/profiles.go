@@ -4,6 +4,8 @@
 package profiles
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"time"
@@ -49,6 +51,8 @@ type Request struct {
 type Profile interface {
 	// Name is the value of the subscription's "profile" field.
 	Name() string
+	// Accepts reports whether the profile can render events of this type.
+	Accepts(eventType string) bool
 	// Render builds the request for one attempt. It must not change d.
 	Render(d Delivery) (Request, error)
 	// DefaultSchedule is the retry schedule of the profile's document:
@@ -65,6 +69,11 @@ type Profile interface {
 // registry lists every profile. A new dialect is one file and one line here.
 var registry = map[string]Profile{
 	StandardWebhooks: standard{},
+	Pwnkemon:         pwnkemon{},
+	PlexTrac:         plextrac{},
+	XSignature:       xsignature{},
+	CG:               cg{},
+	Detectify:        detectify{},
 }
 
 // Lookup returns the profile called name.
@@ -81,4 +90,22 @@ func Names() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// marshal writes compact JSON without HTML escaping: a receiver sees the
+// title it was sent, not \u003cscript\u003e.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// tenantOf is the tenant the event came from.
+func tenantOf(d Delivery) string {
+	t, _ := d.Event.Extensions()["tenant"].(string)
+	return t
 }

@@ -20,6 +20,8 @@ type standard struct{}
 
 func (standard) Name() string { return StandardWebhooks }
 
+func (standard) Accepts(string) bool { return true }
+
 func (standard) Render(d Delivery) (Request, error) {
 	ts := d.Now.Unix()
 	sigs := make([]string, 0, len(d.Secrets))

@@ -188,6 +188,12 @@ func (s *Subscription) Validate() error {
 				add(fmt.Sprintf("secrets[%d].secret", i), "%v", err)
 			}
 		}
+		for _, t := range events.Types() {
+			if t != events.TypeWebhookTest && s.Wants(t) && !p.Accepts(t) {
+				add("events", "profile %s cannot deliver %s; choose the event types its document describes", s.Profile, t)
+				break
+			}
+		}
 	}
 	if len(ve.Fields) > 0 {
 		return ve
