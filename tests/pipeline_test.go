@@ -320,3 +320,5 @@ func publishRaw(t testing.TB, js jetstream.JetStream, m *nats.Msg) {
 		t.Fatalf("publish raw: %v", err)
 	}
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
