@@ -167,7 +167,11 @@ func (d *demo) scanner(ctx context.Context, a *app.App) {
 			data, _ := json.Marshal(ev.data)
 			e := events.New("demo", "//scanners/demo", ev.typ, scan, data)
 			subject, _ := events.Subject("demo", scan, ev.typ)
-			if _, err := events.Publish(ctx, a.JS, subject, &e); err != nil {
+			// Each event starts its own trace, as a scanner's would.
+			pctx, span := a.Tel.Tracer.Start(ctx, "scanner publish")
+			_, err := events.Publish(pctx, a.JS, subject, &e)
+			span.End()
+			if err != nil {
 				if ctx.Err() == nil {
 					fmt.Fprintf(d.out, "  publish failed: %v\n", err)
 				}
@@ -230,8 +234,12 @@ func (d *demo) receive(w http.ResponseWriter, r *http.Request) {
 	}
 	d.verified++
 	ts64, _ := strconv.ParseInt(ts, 10, 64)
-	fmt.Fprintf(d.out, "  ✓ %-14s %s  %s  attempt %d  %-45q signature verified (signed at %s, %s after the event)\n",
-		ce.Type, ce.Subject, id, n, what, time.Unix(ts64, 0).Format("15:04:05"), time.Since(ce.Time).Round(time.Millisecond))
+	trace := "-"
+	if parts := strings.Split(r.Header.Get("traceparent"), "-"); len(parts) == 4 {
+		trace = parts[1]
+	}
+	fmt.Fprintf(d.out, "  ✓ %-14s %s  %s  attempt %d  %-45q signature verified (signed at %s, %s after the event)  trace %s\n",
+		ce.Type, ce.Subject, id, n, what, time.Unix(ts64, 0).Format("15:04:05"), time.Since(ce.Time).Round(time.Millisecond), trace)
 	w.WriteHeader(http.StatusNoContent)
 	if !d.landed[id] {
 		d.landed[id] = true
