@@ -20,61 +20,133 @@ import (
 )
 
 // BenchmarkPipeline pushes b.N events through publish, fan-out, delivery
-// and a local receiver, one subscription per event, and reports events/s
-// and the publish-to-receipt latency. In the same run it measures a bare
-// JetStream publish-and-consume loop on the same server settings, and
-// reports our rate as a fraction of it.
+// and local receivers, published as fast as the publisher can, and reports
+// deliveries/s and the publish-to-receipt latency. In the same run it
+// measures a bare JetStream publish-and-consume loop on the same server
+// settings, and reports our event rate as a fraction of it.
 //
-//	go test ./tests -run '^$' -bench Pipeline -benchtime 5000x
+//	go test ./tests -run '^$' -bench Pipeline -benchtime 3000x
 func BenchmarkPipeline(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		sync time.Duration
 	}{{"sync=always", 0}, {"sync=2m", 2 * time.Minute}} {
-		b.Run(mode.name, func(b *testing.B) {
-			p := startPipeline(b, "", withSyncInterval(mode.sync))
-			rec := newLatencyReceiver(b)
-			sub := p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}})
-
-			evs := make([]*nats.Msg, b.N)
-			for i := range evs {
-				scan := fmt.Sprintf("scan-%d", i%100)
-				data, _ := json.Marshal(finding(scan, fmt.Sprintf("t%d", i), 7.5, "bench finding"))
-				e := events.New("bench", "//scanners/bench", events.TypeFindingHigh, scan, data)
-				subject, _ := events.Subject("bench", scan, events.TypeFindingHigh)
-				m, err := events.ToMsg(context.Background(), subject, &e)
-				if err != nil {
-					b.Fatal(err)
+		for _, subs := range []int{1, 10} {
+			b.Run(fmt.Sprintf("%s/subs=%d", mode.name, subs), func(b *testing.B) {
+				p := startPipeline(b, "", withSyncInterval(mode.sync))
+				rec := newLatencyReceiver(b)
+				var ids []string
+				for range subs {
+					ids = append(ids, p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID)
 				}
-				m.Header.Set(nats.MsgIdHdr, e.ID())
-				evs[i] = m
-				rec.expect(e.ID(), jobs.WebhookID(e.ID(), sub.ID))
-			}
+				evs := benchEvents(b, rec, ids, b.N)
+				b.ResetTimer()
+				start := time.Now()
+				publishAll(b, p.JS, evs, rec.sent, 0)
+				rec.wait(b)
+				elapsed := time.Since(start)
+				b.StopTimer()
 
+				rate := float64(b.N) / elapsed.Seconds()
+				p50, p99 := rec.percentiles()
+				b.ReportMetric(rate, "events/s")
+				b.ReportMetric(rate*float64(subs), "deliveries/s")
+				b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+				bare := bareJetStream(b, p.JS, b.N)
+				b.ReportMetric(bare, "bare-msgs/s")
+				b.ReportMetric(rate/bare, "ratio-to-bare")
+			})
+		}
+	}
+}
+
+// BenchmarkPipelinePaced publishes at a steady rate below saturation and
+// reports the latency a scanner fleet at that rate would see.
+//
+//	go test ./tests -run '^$' -bench PipelinePaced -benchtime 3000x
+func BenchmarkPipelinePaced(b *testing.B) {
+	for _, rate := range []int{250, 500} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			p := startPipeline(b, "")
+			rec := newLatencyReceiver(b)
+			id := p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID
+			evs := benchEvents(b, rec, []string{id}, b.N)
 			b.ResetTimer()
-			start := time.Now()
-			publishAll(b, p.JS, evs, rec.sent)
-			rec.wait(b, b.N)
-			elapsed := time.Since(start)
+			publishAll(b, p.JS, evs, rec.sent, time.Second/time.Duration(rate))
+			rec.wait(b)
 			b.StopTimer()
-
-			rate := float64(b.N) / elapsed.Seconds()
 			p50, p99 := rec.percentiles()
-			b.ReportMetric(rate, "events/s")
 			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
-			bare := bareJetStream(b, p.JS, b.N)
-			b.ReportMetric(bare, "bare-msgs/s")
-			b.ReportMetric(rate/bare, "ratio-to-bare")
 		})
 	}
 }
 
-// publishAll publishes asynchronously, as a busy scanner fleet would, and
-// records each event's send time.
-func publishAll(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg, sent func(eventID string)) {
+// BenchmarkIsolation reports healthy endpoint B's latency alone and while
+// endpoint A hangs with a thousand jobs queued.
+//
+//	go test ./tests -run '^$' -bench Isolation -benchtime 500x
+func BenchmarkIsolation(b *testing.B) {
+	for _, withA := range []bool{false, true} {
+		b.Run(fmt.Sprintf("hung-endpoint=%v", withA), func(b *testing.B) {
+			p := startPipeline(b, "")
+			rec := newLatencyReceiver(b)
+			id := p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID
+			if withA {
+				hang := make(chan struct{})
+				a := newReceiverWith(b, func(int, http.ResponseWriter) { <-hang })
+				b.Cleanup(func() { close(hang) })
+				p.subscribe(b, subscriptions.Subscription{Tenant: "hung", URL: a.URL, Events: []string{"scan.started"}})
+				for i := range 1000 {
+					scan := fmt.Sprintf("a%d", i)
+					p.publish(b, "hung", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t"})
+				}
+			}
+			evs := benchEvents(b, rec, []string{id}, b.N)
+			b.ResetTimer()
+			publishAll(b, p.JS, evs, rec.sent, 5*time.Millisecond)
+			rec.wait(b)
+			b.StopTimer()
+			p50, p99 := rec.percentiles()
+			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+// benchEvents builds n finding events (100 scans, distinct types, so the
+// limits admit them all) and registers their webhooks with rec.
+func benchEvents(b *testing.B, rec *latencyReceiver, subIDs []string, n int) []*nats.Msg {
+	evs := make([]*nats.Msg, n)
+	for i := range evs {
+		scan := fmt.Sprintf("scan-%d", i%100)
+		data, _ := json.Marshal(finding(scan, fmt.Sprintf("t%d", i), 7.5, "bench finding"))
+		e := events.New("bench", "//scanners/bench", events.TypeFindingHigh, scan, data)
+		subject, _ := events.Subject("bench", scan, events.TypeFindingHigh)
+		m, err := events.ToMsg(context.Background(), subject, &e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Header.Set(nats.MsgIdHdr, e.ID())
+		evs[i] = m
+		for _, id := range subIDs {
+			rec.expect(e.ID(), jobs.WebhookID(e.ID(), id))
+		}
+	}
+	return evs
+}
+
+// publishAll publishes asynchronously, as a busy scanner fleet would, one
+// every gap (0: as fast as possible), and records each event's send time.
+func publishAll(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg, sent func(eventID string), gap time.Duration) {
 	b.Helper()
+	next := time.Now()
 	for _, m := range msgs {
+		if gap > 0 {
+			next = next.Add(gap)
+			time.Sleep(time.Until(next))
+		}
 		sent(m.Header.Get("ce-id"))
 		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(10*time.Second)); err != nil {
 			b.Fatal(err)
@@ -131,14 +203,14 @@ func (r *latencyReceiver) sent(eventID string) {
 	r.mu.Unlock()
 }
 
-func (r *latencyReceiver) wait(b *testing.B, n int) {
+func (r *latencyReceiver) wait(b *testing.B) {
 	b.Helper()
 	select {
 	case <-r.done:
 	case <-time.After(5 * time.Minute):
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		b.Fatalf("only %d of %d webhooks arrived", len(r.seen), n)
+		b.Fatalf("only %d of %d webhooks arrived", len(r.seen), r.target)
 	}
 }
 

@@ -187,6 +187,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 	a.cancel = cancel
 	a.spawn("subscription cache", func() error { return a.Subs.Run(runCtx) })
 	a.spawn("tenant cache", func() error { return a.TenantsC.Run(runCtx) })
+	a.spawn("attempt log", func() error { return a.Attempts.Run(runCtx) })
 	for _, name := range cfg.Services {
 		switch name {
 		case ServiceFanout:
@@ -285,6 +286,9 @@ func (a *App) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("services did not stop in time: %w", ctx.Err())
+	}
+	if a.Attempts != nil {
+		a.Attempts.Flush(ctx) // what in-flight work recorded after the log stopped
 	}
 	if a.NC != nil {
 		_ = a.NC.Drain()

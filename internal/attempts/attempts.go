@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,29 +54,91 @@ func Subject(tenant, subscriptionID string) string {
 	return "attempts." + tenant + "." + subscriptionID
 }
 
+// FlushInterval is how often recorded attempts are written. Each write is
+// a batch (one message per subscription holding its records), so the log
+// costs the disk a few writes per interval, not one per delivery: with
+// fsync on every write, that is the difference between the log and the
+// deliveries competing for the disk and not.
+const FlushInterval = 200 * time.Millisecond
+
+// maxBatch bounds one message's records (and so its size: 1 KiB of
+// response each at most).
+const maxBatch = 256
+
 // Log writes and reads the attempt log.
 type Log struct {
 	js  jetstream.JetStream
 	log *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string][]Attempt // subject -> records not yet written
 }
 
-// NewLog returns the attempt log over js.
-func NewLog(js jetstream.JetStream, log *slog.Logger) *Log { return &Log{js: js, log: log} }
+// NewLog returns the attempt log over js. A writer must call Run.
+func NewLog(js jetstream.JetStream, log *slog.Logger) *Log {
+	return &Log{js: js, log: log, pending: map[string][]Attempt{}}
+}
 
-// Record stores a. It does not wait for the server: the log is for people,
-// and a delivery must not stall or fail because its record could not be
-// written. A lost record is logged.
+// Record queues a for the next flush. It never blocks a delivery: the log
+// is for people, and a delivery must not stall or fail because its record
+// could not be written. Records not yet flushed when the process dies are
+// lost (at most FlushInterval of them); a failed write is logged.
 func (l *Log) Record(a Attempt) {
 	if len(a.Response) > MaxResponse {
 		a.Response = a.Response[:MaxResponse]
 	}
-	b, err := json.Marshal(a)
-	if err != nil {
-		return
+	subj := Subject(a.Tenant, a.SubscriptionID)
+	l.mu.Lock()
+	l.pending[subj] = append(l.pending[subj], a)
+	l.mu.Unlock()
+}
+
+// Run writes the queued records every FlushInterval until ctx ends, then
+// writes what is left.
+func (l *Log) Run(ctx context.Context) error {
+	t := time.NewTicker(FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			l.Flush(fctx)
+			cancel()
+			return nil
+		case <-t.C:
+			l.Flush(ctx)
+		}
 	}
-	if _, err := l.js.PublishAsync(Subject(a.Tenant, a.SubscriptionID), b, jetstream.WithStallWait(time.Second)); err != nil {
-		l.log.Warn("attempt not recorded", "webhook_id", a.WebhookID, "attempt", a.Attempt, "err", err)
+}
+
+// Flush writes the queued records now.
+func (l *Log) Flush(ctx context.Context) {
+	l.mu.Lock()
+	pending := l.pending
+	l.pending = map[string][]Attempt{}
+	l.mu.Unlock()
+	for subj, recs := range pending {
+		for len(recs) > 0 {
+			n := min(len(recs), maxBatch)
+			b, err := json.Marshal(recs[:n])
+			if err == nil {
+				_, err = l.js.Publish(ctx, subj, b)
+			}
+			if err != nil {
+				l.log.Warn("attempt records not written", "subject", subj, "records", n, "err", err)
+			}
+			recs = recs[n:]
+		}
 	}
+}
+
+// decode reads one message of the log: a batch of records.
+func decode(data []byte) []Attempt {
+	var batch []Attempt
+	if json.Unmarshal(data, &batch) != nil {
+		return nil
+	}
+	return batch
 }
 
 // Query selects attempts. Tenant is required; the others narrow it.
@@ -98,13 +161,14 @@ func (l *Log) List(ctx context.Context, q Query) ([]Attempt, error) {
 	}
 	var out []Attempt
 	err := natsx.ReadAll(ctx, l.js, natsx.StreamAttempts, Subject(q.Tenant, sub), func(m jetstream.Msg) {
-		var a Attempt
-		if json.Unmarshal(m.Data(), &a) != nil || (q.EventID != "" && a.EventID != q.EventID) {
-			return
-		}
-		out = append(out, a)
-		if len(out) > q.Limit {
-			out = out[1:]
+		for _, a := range decode(m.Data()) {
+			if q.EventID != "" && a.EventID != q.EventID {
+				continue
+			}
+			out = append(out, a)
+			if len(out) > q.Limit {
+				out = out[1:]
+			}
 		}
 	})
 	return out, err
@@ -144,9 +208,10 @@ func (w *Watcher) First(ctx context.Context, webhookID string) (Attempt, error) 
 			}
 			return Attempt{}, err
 		}
-		var a Attempt
-		if json.Unmarshal(m.Data(), &a) == nil && a.WebhookID == webhookID {
-			return a, nil
+		for _, a := range decode(m.Data()) {
+			if a.WebhookID == webhookID {
+				return a, nil
+			}
 		}
 	}
 }

@@ -49,6 +49,10 @@ type Config struct {
 	// PerEndpoint caps the requests in flight to one host, so that a slow
 	// or dead endpoint holds at most this many workers.
 	PerEndpoint int
+	// SlotWait is how long a worker waits for its endpoint to have room
+	// before it defers the job: long enough to ride out a burst to a fast
+	// endpoint, short enough that a hung one costs others little.
+	SlotWait time.Duration
 	// DeferDelay is how long a job for a busy endpoint waits before it is
 	// tried again (plus up to as much jitter).
 	DeferDelay time.Duration
@@ -65,7 +69,7 @@ func (c Config) withDefaults() Config {
 		c.Consumer = "delivery"
 	}
 	if c.Workers <= 0 {
-		c.Workers = 64
+		c.Workers = 256
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 15 * time.Second
@@ -78,6 +82,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = max(1, c.Workers/4)
+	}
+	if c.SlotWait <= 0 {
+		c.SlotWait = 50 * time.Millisecond
 	}
 	if c.DeferDelay <= 0 {
 		c.DeferDelay = time.Second
@@ -206,7 +213,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	release, ok := d.endpoints.acquire(sub.URL)
+	release, ok := d.endpoints.acquire(ctx, sub.URL, d.cfg.SlotWait)
 	if !ok {
 		// The endpoint has its share of requests in flight: this job waits
 		// outside the workers, so a slow endpoint cannot take them all.

@@ -47,7 +47,10 @@ func (c Config) withDefaults() Config {
 		c.Consumer = "fanout"
 	}
 	if c.Workers <= 0 {
-		c.Workers = 32
+		// Most of an event's time is spent waiting for the server to
+		// fsync its limit record and jobs, not computing: many events in
+		// flight keep the disk busy.
+		c.Workers = 256
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
@@ -99,7 +102,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       f.cfg.AckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: 16 * f.cfg.Workers,
+		MaxAckPending: 4 * f.cfg.Workers,
 	})
 	if err != nil {
 		return fmt.Errorf("fanout consumer: %w", err)

@@ -33,8 +33,8 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl.StringVar(&f.httpAddr, "http", defaultHTTP, "host:port of the HTTP gateway")
 	fl.StringVar(&f.services, "services", strings.Join(app.AllServices, ","), "services to run in this process (a replica of a scaled deployment runs a subset)")
 	fl.DurationVar(&f.syncInterval, "sync-interval", 0, "fsync interval of the embedded server; 0 fsyncs every write (no acknowledged event is lost on power failure)")
-	fl.IntVar(&f.fanoutWork, "fanout-workers", 32, "events fanned out at once")
-	fl.IntVar(&f.deliveryWork, "delivery-workers", 64, "webhook requests in flight at once")
+	fl.IntVar(&f.fanoutWork, "fanout-workers", 256, "events fanned out at once")
+	fl.IntVar(&f.deliveryWork, "delivery-workers", 256, "webhook requests in flight at once (each endpoint gets at most a quarter)")
 	fl.DurationVar(&f.timeout, "timeout", 15*time.Second, "timeout of one webhook attempt")
 }
 
