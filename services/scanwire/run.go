@@ -24,6 +24,7 @@ type runFlags struct {
 	fanoutWork   int
 	deliveryWork int
 	timeout      time.Duration
+	autoDisable  time.Duration
 }
 
 func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defaultHTTP string) {
@@ -36,6 +37,7 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl.IntVar(&f.fanoutWork, "fanout-workers", 256, "events fanned out at once")
 	fl.IntVar(&f.deliveryWork, "delivery-workers", 256, "webhook requests in flight at once (each endpoint gets at most a quarter)")
 	fl.DurationVar(&f.timeout, "timeout", 15*time.Second, "timeout of one webhook attempt")
+	fl.DurationVar(&f.autoDisable, "auto-disable-after", 5*24*time.Hour, "disable a subscription whose deliveries have kept failing this long")
 }
 
 func (f *runFlags) config(g *globals) (app.Config, error) {
@@ -68,6 +70,7 @@ func (f *runFlags) config(g *globals) (app.Config, error) {
 	cfg.Fanout.Workers = f.fanoutWork
 	cfg.Delivery.Workers = f.deliveryWork
 	cfg.Delivery.Timeout = f.timeout
+	cfg.Delivery.AutoDisableAfter = f.autoDisable
 	return cfg, cfg.Validate()
 }
 
