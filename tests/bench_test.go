@@ -66,7 +66,7 @@ func BenchmarkPipeline(b *testing.B) {
 //
 //	go test ./tests -run '^$' -bench PipelinePaced -benchtime 3000x
 func BenchmarkPipelinePaced(b *testing.B) {
-	for _, rate := range []int{250, 500} {
+	for _, rate := range []int{250, 500, 1000} {
 		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 			p := startPipeline(b, "")
 			rec := newLatencyReceiver(b)
