@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,34 +15,50 @@ import (
 type endpoints struct {
 	max   int
 	mu    sync.Mutex
-	slots map[string]chan struct{}
+	hosts map[string]*endpoint
 }
 
-func newEndpoints(max int) *endpoints { return &endpoints{max: max, slots: map[string]chan struct{}{}} }
+// endpoint is one host's slots. congested is set when a worker waited for
+// a slot in vain and cleared when one is released: while it is set,
+// workers do not wait at all, so a hung endpoint's queued jobs are handed
+// back at once instead of costing every worker a wait each.
+type endpoint struct {
+	slots     chan struct{}
+	congested atomic.Bool
+}
+
+func newEndpoints(max int) *endpoints { return &endpoints{max: max, hosts: map[string]*endpoint{}} }
 
 // acquire takes a slot for rawURL's host within wait; release gives it
 // back.
 func (e *endpoints) acquire(ctx context.Context, rawURL string, wait time.Duration) (release func(), ok bool) {
 	e.mu.Lock()
 	h := host(rawURL)
-	slots := e.slots[h]
-	if slots == nil {
-		slots = make(chan struct{}, e.max)
-		e.slots[h] = slots
+	ep := e.hosts[h]
+	if ep == nil {
+		ep = &endpoint{slots: make(chan struct{}, e.max)}
+		e.hosts[h] = ep
 	}
 	e.mu.Unlock()
-	release = func() { <-slots }
+	release = func() {
+		<-ep.slots
+		ep.congested.Store(false)
+	}
 	select {
-	case slots <- struct{}{}:
+	case ep.slots <- struct{}{}:
 		return release, true
 	default:
+	}
+	if ep.congested.Load() {
+		return nil, false
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case slots <- struct{}{}:
+	case ep.slots <- struct{}{}:
 		return release, true
 	case <-t.C:
+		ep.congested.Store(true)
 	case <-ctx.Done():
 	}
 	return nil, false
