@@ -123,6 +123,17 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	}
 }
 
+// BucketConfigs returns the configuration of every KV bucket.
+func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{Bucket: BucketSubscriptions, Description: "subscription documents, key <tenant>.<subscription_id>", History: 5},
+		{Bucket: BucketTenants, Description: "tenant records: partner and webhook signing secret, key <tenant>", History: 5},
+		// Per-scan state lives as long as a scan may: it expires on its own.
+		{Bucket: BucketCallbacks, Description: "per-scan callbacks waiting for their pair, key <tenant>.<scan_id>", History: 1, TTL: t.LimitRetention},
+		{Bucket: BucketLimits, Description: "per-scan finding limits, key <tenant>.<subscription_id>.<scan_id>", History: 1, TTL: t.LimitRetention},
+	}
+}
+
 // Ensure creates the streams and buckets, or updates them to this
 // configuration. It is idempotent: every service calls it at start.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
@@ -131,47 +142,11 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketSubscriptions,
-		Description: "subscription documents, key <tenant>.<subscription_id>",
-		History:     5,
-		Storage:     jetstream.FileStorage,
-		Replicas:    t.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", BucketSubscriptions, err)
-	}
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketTenants,
-		Description: "tenant records: partner and webhook signing secret, key <tenant>",
-		History:     5,
-		Storage:     jetstream.FileStorage,
-		Replicas:    t.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", BucketTenants, err)
-	}
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketCallbacks,
-		Description: "per-scan callbacks waiting for their pair, key <tenant>.<scan_id>",
-		TTL:         t.LimitRetention,
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    t.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", BucketCallbacks, err)
-	}
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketLimits,
-		Description: "per-scan finding limits, key <tenant>.<subscription_id>.<scan_id>",
-		TTL:         t.LimitRetention,
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    t.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", BucketLimits, err)
+	for _, cfg := range t.BucketConfigs() {
+		cfg.Storage, cfg.Replicas = jetstream.FileStorage, t.Replicas
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+		}
 	}
 	return nil
 }

@@ -28,19 +28,11 @@ func newAttemptsCmd(g *globals) *cobra.Command {
 		Short: "Read the attempt log of a subscription (and of one event with --event)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, nc, err := g.subsStore(cmd.Context())
+			_, js, tenant, done, err := g.subscription(cmd.Context(), sub)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			tenant, err := store.TenantOf(cmd.Context(), sub)
-			if err != nil {
-				return err
-			}
-			js, err := natsx.JetStream(nc)
-			if err != nil {
-				return err
-			}
+			defer done()
 			list, err := attempts.NewLog(js, slog.New(slog.DiscardHandler)).List(cmd.Context(), attempts.Query{Tenant: tenant, SubscriptionID: sub, EventID: eventID, Limit: limit})
 			if err != nil {
 				return err

@@ -67,6 +67,26 @@ func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Co
 	return subscriptions.NewStore(kv, &egress.Policy{AllowPrivate: g.allowPrivate}), nc, nil
 }
 
+// subscription connects and finds the tenant of a subscription id, for
+// the commands that take only the id. done closes the connection.
+func (g *globals) subscription(ctx context.Context, id string) (*subscriptions.Store, jetstream.JetStream, string, func(), error) {
+	store, nc, err := g.subsStore(ctx)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	tenant, err := store.TenantOf(ctx, id)
+	if err != nil {
+		nc.Close()
+		return nil, nil, "", nil, err
+	}
+	js, err := natsx.JetStream(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, "", nil, err
+	}
+	return store, js, tenant, nc.Close, nil
+}
+
 func newSubsCreateCmd(g *globals) *cobra.Command {
 	var s subscriptions.Subscription
 	var events, schedule, targets []string
@@ -182,15 +202,11 @@ func newSubsGetCmd(g *globals) *cobra.Command {
 		Short: "Show one subscription as JSON (secrets hidden)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, nc, err := g.subsStore(cmd.Context())
+			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			tenant, err := store.TenantOf(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
+			defer done()
 			s, _, err := store.Get(cmd.Context(), tenant, args[0])
 			if err != nil {
 				return err
@@ -206,15 +222,11 @@ func newSubsDeleteCmd(g *globals) *cobra.Command {
 		Short: "Delete a subscription; its queued jobs are dead-lettered, not dropped",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, nc, err := g.subsStore(cmd.Context())
+			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			tenant, err := store.TenantOf(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
+			defer done()
 			if err := store.Delete(cmd.Context(), tenant, args[0]); err != nil {
 				return err
 			}

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scanwire/scanwire/internal/attempts"
-	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
 
@@ -48,15 +47,11 @@ func newSubsUpdateCmd(g *globals) *cobra.Command {
 			if len(patch) == 0 {
 				return errors.New("nothing to change: give at least one of --url, --events, --retry, --targets, --profile, --description, --disable, --enable")
 			}
-			store, nc, err := g.subsStore(cmd.Context())
+			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			tenant, err := store.TenantOf(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
+			defer done()
 			s, rev, err := store.Get(cmd.Context(), tenant, args[0])
 			if err != nil {
 				return err
@@ -95,15 +90,11 @@ func newSubsRotateCmd(g *globals) *cobra.Command {
 		Short: "Make a new signing secret; the old ones keep signing for --overlap; prints the new secret once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, nc, err := g.subsStore(cmd.Context())
+			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			tenant, err := store.TenantOf(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
+			defer done()
 			s, err := store.Rotate(cmd.Context(), tenant, args[0], overlap, secret)
 			if err != nil {
 				return err
@@ -130,19 +121,11 @@ func newSubsTestCmd(g *globals) *cobra.Command {
 		Short: "Send a webhook.test event through the pipeline and report its first attempt",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, nc, err := g.subsStore(cmd.Context())
+			_, js, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			tenant, err := store.TenantOf(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			js, err := natsx.JetStream(nc)
-			if err != nil {
-				return err
-			}
+			defer done()
 			res, err := attempts.NewLog(js, slog.New(slog.DiscardHandler)).SendTest(cmd.Context(), tenant, args[0], wait)
 			if errors.Is(err, attempts.ErrNoAttempt) {
 				return fmt.Errorf("no attempt within %s (is 'scanwire run' running?); the test event %s stays queued", wait, res.EventID)
