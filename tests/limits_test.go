@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -139,5 +142,44 @@ func TestLimiterDecisionsAreIdempotent(t *testing.T) {
 	st, _ := l.ScanStats(ctx, "acme", "s1")
 	if len(st) != 1 || st[0].Admitted != 1 || st[0].Suppressed != 1 || st[0].SubscriptionID != "sub_X" {
 		t.Errorf("stats %+v: redeliveries were counted", st)
+	}
+}
+
+// An event fan-out sees again (a redelivery, or a scanner's retry after
+// the dedupe window) gets the decision it got the first time: the admitted
+// one's job is the same job (same webhook-id, stored once), the suppressed
+// one produces none.
+func TestRedeliveredEventsKeepTheirLimitDecision(t *testing.T) {
+	dir := t.TempDir()
+	p := startPipeline(t, dir, func(c *app.Config) { c.Services = []string{app.ServiceFanout} })
+	r := newReceiver(t, nil)
+	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"finding.*"},
+		Limits: subscriptions.Limits{FindingsPerType: 1}})
+	send := func(id, msgID string) {
+		m := binaryMsg("scans.acme.s1.finding.high", with(with(validAttrs(id), "ce-id", id), nats.MsgIdHdr, msgID), goodFinding)
+		publishRaw(t, p.JS, m)
+	}
+	send("admitted", "first-a")
+	p.settle(t)
+	send("suppressed", "first-b")
+	p.settle(t)
+	// The same events again, past the stream's dedupe (other Nats-Msg-Ids):
+	// fan-out decides on them a second time.
+	send("admitted", "again-a")
+	send("suppressed", "again-b")
+	p.settle(t)
+	p.stop(t)
+
+	p = startPipeline(t, dir) // now with delivery
+	eventually(t, 10*time.Second, func() bool { return r.count() >= 1 })
+	p.settle(t)
+	if n := r.count(); n != 1 {
+		t.Fatalf("%d deliveries, want only the admitted event's", n)
+	}
+	if got, want := r.requests()[0].Header.Get("webhook-id"), jobs.WebhookID("admitted", sub.ID); got != want {
+		t.Errorf("webhook-id %q, want %q", got, want)
+	}
+	if st := stats(t, p, "s1"); st.Admitted != 1 || st.Suppressed != 1 {
+		t.Errorf("stats %+v: a decision was counted twice", st)
 	}
 }

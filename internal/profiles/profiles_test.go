@@ -341,11 +341,41 @@ func TestNewestSecretAndFreshSignatures(t *testing.T) {
 	}
 }
 
+// Rotation overlap for the literal-secret profiles: with a new and an old
+// secret live, they sign with the new one, which a receiver that switched
+// verifies.
+func TestLiteralProfilesSignWithTheNewestSecret(t *testing.T) {
+	const older = "older-secret-0123456789"
+	e := testEvent(t, "scan.finished", `{"scan_id":"s1","target":"t","status":"completed"}`)
+	for name, header := range map[string]func(Request) (string, string){
+		PlexTrac: func(r Request) (string, string) {
+			return r.Header.Get("x-authorization-hmac-256"), hexMAC(literal, r.Body)
+		},
+		XSignature: func(r Request) (string, string) { return r.Header.Get("X-Signature"), hexMAC(literal, r.Body) },
+		CG: func(r Request) (string, string) {
+			return r.Header.Get("X-CG-Hook-Signature"), "sha256=" + hexMAC(literal, r.Body)
+		},
+		Detectify: func(r Request) (string, string) {
+			return r.Header.Get("X-Detectify-Signature"), hexMAC(literal, r.Body)
+		},
+	} {
+		req := render(t, name, e, literal, older)
+		if got, want := header(req); got != want {
+			t.Errorf("%s: signature %q, want the newest secret's %q", name, got, want)
+		}
+	}
+	if err := verifyPwnkemon(literal, render(t, Pwnkemon, e, literal, older)); err != nil {
+		t.Errorf("pwnkemon: %v", err)
+	}
+}
+
 func TestSchedulesAndSecrets(t *testing.T) {
 	want := map[string]string{
 		Pwnkemon:   "[1s 2s 4s]",
 		XSignature: "[2m0s 4m0s 8m0s 16m0s 32m0s]",
 		CG:         "[1m0s 5m0s 15m0s]",
+		// about three days in all
+		StandardWebhooks: "[5s 5m0s 30m0s 2h0m0s 5h0m0s 10h0m0s 10h0m0s 20h0m0s 24h0m0s]",
 	}
 	for name, w := range want {
 		p, _ := Lookup(name)

@@ -44,9 +44,12 @@ func (standard) Render(d Delivery) (Request, error) {
 }
 
 // DefaultSchedule is the Standard Webhooks retry schedule after the first
-// attempt: 5s, 5m, 30m, 2h, 5h, 10h, 10h.
+// attempt (5s, 5m, 30m, 2h, 5h, 10h, 10h), stretched by two more tries
+// (20h, 24h) so that a receiver down over a weekend still gets its events:
+// about three days in all, jittered by the delivery service.
 func (standard) DefaultSchedule() []time.Duration {
-	return []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
+	return []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour,
+		10 * time.Hour, 10 * time.Hour, 20 * time.Hour, 24 * time.Hour}
 }
 
 func (standard) CheckSecret(s string) error {
