@@ -34,11 +34,22 @@ type URLPolicy interface {
 type Store struct {
 	kv     jetstream.KeyValue
 	policy URLPolicy
+	// readPolicy judges documents read back: the policy itself in the
+	// services, nil in a CLI that does not know the server's
+	// --allow-private-targets and must not call its documents invalid.
+	readPolicy URLPolicy
 }
 
 // NewStore returns a store over the subscriptions bucket. Every URL written
-// must pass policy (nil: no egress checks, for tools that only read).
+// must pass policy, and documents read back are held to its static checks.
 func NewStore(kv jetstream.KeyValue, policy URLPolicy) *Store {
+	return &Store{kv: kv, policy: policy, readPolicy: policy}
+}
+
+// NewWritingStore is NewStore for a client that knows the policy only for
+// what it writes (the CLI): documents read back are judged by schema and
+// meaning alone.
+func NewWritingStore(kv jetstream.KeyValue, policy URLPolicy) *Store {
 	return &Store{kv: kv, policy: policy}
 }
 
@@ -118,7 +129,7 @@ func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uin
 	if err != nil {
 		return nil, 0, fmt.Errorf("read subscription %s: %w", id, err)
 	}
-	s, err := parse(e.Value(), st.policy)
+	s, err := parse(e.Value(), st.readPolicy)
 	if err != nil {
 		return nil, e.Revision(), fmt.Errorf("stored subscription %s is invalid: %w", id, err)
 	}
@@ -183,7 +194,7 @@ func (st *Store) List(ctx context.Context, tenant string) ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", k, err)
 		}
-		s, perr := parse(e.Value(), st.policy)
+		s, perr := parse(e.Value(), st.readPolicy)
 		out = append(out, Entry{Key: k, Revision: e.Revision(), Sub: s, Err: perr})
 	}
 	return out, nil

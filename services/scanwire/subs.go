@@ -64,7 +64,7 @@ func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Co
 		nc.Close()
 		return nil, nil, err
 	}
-	return subscriptions.NewStore(kv, &egress.Policy{AllowPrivate: g.allowPrivate}), nc, nil
+	return subscriptions.NewWritingStore(kv, &egress.Policy{AllowPrivate: g.allowPrivate}), nc, nil
 }
 
 // subscription connects and finds the tenant of a subscription id, for
