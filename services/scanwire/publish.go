@@ -13,6 +13,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/telemetry"
 )
 
 func newPublishCmd(g *globals) *cobra.Command {
@@ -63,7 +64,16 @@ The schemas of every event type are in schemas/.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
+			// The publish starts the event's trace (exported when OTEL_* says
+			// so), so its trace id leads to every delivery of it.
+			tel, err := telemetry.New(ctx, telemetry.Options{Service: "scanwire-publish"})
+			if err != nil {
+				return err
+			}
+			defer tel.Shutdown(context.WithoutCancel(ctx))
+			ctx, span := tel.Tracer.Start(ctx, "scanwire publish")
 			ack, err := events.Publish(ctx, js, subject, &e)
+			span.End()
 			if err != nil {
 				return err
 			}
@@ -71,7 +81,7 @@ The schemas of every event type are in schemas/.`,
 			if ack.Duplicate {
 				dup = " (duplicate id: the stream already had it; nothing new stored)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "published %s to %s, %s seq %d%s\n", e.ID(), subject, ack.Stream, ack.Sequence, dup)
+			fmt.Fprintf(cmd.OutOrStdout(), "published %s to %s, %s seq %d%s, trace %s\n", e.ID(), subject, ack.Stream, ack.Sequence, dup, span.SpanContext().TraceID())
 			return nil
 		},
 	}
