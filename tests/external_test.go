@@ -28,7 +28,7 @@ func TestTwoReplicasOnExternalNATSDeliverOnce(t *testing.T) {
 			NATSURL:  ns.ClientURL(),
 			Topology: natsx.DefaultTopology(),
 			Services: []string{app.ServiceFanout, app.ServiceDelivery}, AllowPrivateTargets: true,
-			Log:      testLogger(t),
+			Log: testLogger(t),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ type Job struct {
 	// WebhookID is the receiver's idempotency key: derived from the event
 	// and subscription ids, so a redelivered event, a retried attempt and
 	// a replay from the DLQ all carry the same one.
-	WebhookID      string `json:"webhook_id"`
+	WebhookID string `json:"webhook_id"`
 	// Tenant owns the subscription; SourceTenant is the event's tenant,
 	// which differs when a partner hears a customer's event.
 	Tenant         string `json:"tenant"`

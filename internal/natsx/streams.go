@@ -84,10 +84,10 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			// A retry waits as a scheduled message, not as an
 			// unacknowledged delivery (see delivery.retryLater).
 			AllowMsgSchedules: true,
-			Duplicates:  t.DedupeWindow,
-			MaxMsgSize:  MaxMsgSize,
-			Storage:     jetstream.FileStorage,
-			Replicas:    t.Replicas,
+			Duplicates:        t.DedupeWindow,
+			MaxMsgSize:        MaxMsgSize,
+			Storage:           jetstream.FileStorage,
+			Replicas:          t.Replicas,
 		},
 		{
 			Name:        StreamDLQ,

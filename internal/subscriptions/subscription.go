@@ -31,25 +31,25 @@ const (
 // Subscription is one subscriber's document, the value of
 // subscriptions.<tenant>.<id> in the KV bucket.
 type Subscription struct {
-	ID                    string    `json:"id"`
-	Tenant                string    `json:"tenant"`
-	URL                   string    `json:"url"`
-	Description           string    `json:"description,omitempty"`
-	Events                []string  `json:"events"`
-	Filter                Filter    `json:"filter"`
-	Limits                Limits    `json:"limits"`
-	Retry                 Retry     `json:"retry"`
-	Profile               string    `json:"profile"`
-	Secrets               []Secret  `json:"secrets"`
-	IncludeCustomerEvents bool      `json:"include_customer_events"`
-	Disabled              bool      `json:"disabled"`
-	DisabledReason        string    `json:"disabled_reason"`
+	ID                    string   `json:"id"`
+	Tenant                string   `json:"tenant"`
+	URL                   string   `json:"url"`
+	Description           string   `json:"description,omitempty"`
+	Events                []string `json:"events"`
+	Filter                Filter   `json:"filter"`
+	Limits                Limits   `json:"limits"`
+	Retry                 Retry    `json:"retry"`
+	Profile               string   `json:"profile"`
+	Secrets               []Secret `json:"secrets"`
+	IncludeCustomerEvents bool     `json:"include_customer_events"`
+	Disabled              bool     `json:"disabled"`
+	DisabledReason        string   `json:"disabled_reason"`
 	// FailingSince is when the current streak of failed deliveries began;
 	// nil while deliveries succeed. A streak longer than the delivery
 	// service's auto-disable period disables the subscription.
 	FailingSince *time.Time `json:"failing_since,omitempty"`
-	Created               time.Time `json:"created"`
-	Updated               time.Time `json:"updated"`
+	Created      time.Time  `json:"created"`
+	Updated      time.Time  `json:"updated"`
 }
 
 // Filter narrows which events of the subscribed types are delivered.
