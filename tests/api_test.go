@@ -440,3 +440,23 @@ func natsMsg(subject, body string) *nats.Msg {
 	m.Data = []byte(body)
 	return m
 }
+
+// A rotated-out secret leaves the document once it has expired.
+func TestExpiredSecretsAreRemoved(t *testing.T) {
+	p := startPipeline(t, "", withGateway())
+	acme := p.api(t, acmeKey)
+	r := newReceiver(t, nil)
+	sub := acme.createSub(map[string]any{"url": r.URL, "events": []string{"scan.started"}})
+	if code := acme.do("POST", "/v1/subscriptions/"+sub.ID+"/rotate-secret", map[string]string{"overlap": "1s"}, nil); code != 200 {
+		t.Fatalf("rotate: %d", code)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
+	eventually(t, 10*time.Second, func() bool {
+		s, _, err := p.Store.Get(context.Background(), "acme", sub.ID)
+		return err == nil && len(s.Secrets) == 1
+	})
+	if n := len(strings.Fields(r.requests()[0].Header.Get("webhook-signature"))); n != 1 {
+		t.Errorf("%d signatures after the overlap ended, want 1", n)
+	}
+}

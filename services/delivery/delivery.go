@@ -213,6 +213,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
+	d.health.pruneSecrets(ctx, sub)
 	release, ok := d.endpoints.acquire(ctx, sub.URL, d.cfg.SlotWait)
 	if !ok {
 		// The endpoint has its share of requests in flight: this job waits

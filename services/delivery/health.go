@@ -47,6 +47,16 @@ func (h *health) failed(ctx context.Context, s *subscriptions.Subscription) {
 	}
 }
 
+// pruneSecrets removes a subscription's expired secrets from its document
+// (Update drops them), the first time a delivery finds any: rotated-out
+// secrets do not linger in the bucket.
+func (h *health) pruneSecrets(ctx context.Context, s *subscriptions.Subscription) {
+	if s.ID == jobs.CallbackSubscription || len(s.LiveSecrets(time.Now())) == len(s.Secrets) {
+		return
+	}
+	h.change(ctx, s, func(*subscriptions.Subscription) {})
+}
+
 func (h *health) gone(ctx context.Context, s *subscriptions.Subscription) {
 	if s.ID == jobs.CallbackSubscription {
 		return
