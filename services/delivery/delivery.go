@@ -49,9 +49,8 @@ type Config struct {
 	// PerEndpoint caps the requests in flight to one host, so that a slow
 	// or dead endpoint holds at most this many workers.
 	PerEndpoint int
-	// SlotWait is how long a worker waits for its endpoint to have room
-	// before it defers the job: long enough to ride out a burst to a fast
-	// endpoint, short enough that a hung one costs others little.
+	// SlotWait is how long a worker waits for a busy (not stuck) endpoint
+	// to have room before it defers the job (see endpoints).
 	SlotWait time.Duration
 	// DeferDelay is how long a job for a busy endpoint waits before it is
 	// tried again (plus up to as much jitter).
@@ -84,7 +83,7 @@ func (c Config) withDefaults() Config {
 		c.PerEndpoint = max(1, c.Workers/4)
 	}
 	if c.SlotWait <= 0 {
-		c.SlotWait = 50 * time.Millisecond
+		c.SlotWait = 2 * time.Second
 	}
 	if c.DeferDelay <= 0 {
 		c.DeferDelay = time.Second

@@ -8,58 +8,68 @@ import (
 	"time"
 )
 
-// endpoints caps the requests in flight per host. A worker waits a little
-// for a slot, then gives up: the job is handed back to JetStream and the
-// worker moves on to other endpoints' jobs, so a slow or hung endpoint
-// holds at most its cap of workers.
+// stuckAfter is how long an endpoint may go with every slot taken and no
+// request finishing before it counts as stuck. A healthy endpoint with all
+// its slots busy finishes one request every few milliseconds; one that
+// finishes none in a quarter second is hung or crawling.
+const stuckAfter = 250 * time.Millisecond
+
+// endpoints caps the requests in flight per host, so that a slow or hung
+// endpoint holds at most its cap of workers.
+//
+// A full endpoint whose requests keep finishing is merely busy: a worker
+// waits for its slot (up to SlotWait), as deferring would only add a
+// second of latency to a healthy endpoint's burst. A full endpoint where
+// nothing has finished for stuckAfter is stuck: its jobs are handed back
+// to JetStream at once, and the workers move on to other endpoints.
 type endpoints struct {
 	max   int
 	mu    sync.Mutex
 	hosts map[string]*endpoint
 }
 
-// endpoint is one host's slots. congested is set when a worker waited for
-// a slot in vain and cleared when one is released: while it is set,
-// workers do not wait at all, so a hung endpoint's queued jobs are handed
-// back at once instead of costing every worker a wait each.
 type endpoint struct {
-	slots     chan struct{}
-	congested atomic.Bool
+	slots chan struct{}
+	// progress is when a request last finished (or the endpoint was first
+	// seen), in Unix nanoseconds.
+	progress atomic.Int64
 }
 
 func newEndpoints(max int) *endpoints { return &endpoints{max: max, hosts: map[string]*endpoint{}} }
 
-// acquire takes a slot for rawURL's host within wait; release gives it
-// back.
+// acquire takes a slot for rawURL's host; release gives it back.
 func (e *endpoints) acquire(ctx context.Context, rawURL string, wait time.Duration) (release func(), ok bool) {
 	e.mu.Lock()
 	h := host(rawURL)
 	ep := e.hosts[h]
 	if ep == nil {
 		ep = &endpoint{slots: make(chan struct{}, e.max)}
+		ep.progress.Store(time.Now().UnixNano())
 		e.hosts[h] = ep
 	}
 	e.mu.Unlock()
 	release = func() {
+		ep.progress.Store(time.Now().UnixNano())
 		<-ep.slots
-		ep.congested.Store(false)
 	}
 	select {
 	case ep.slots <- struct{}{}:
 		return release, true
 	default:
 	}
-	if ep.congested.Load() {
-		return nil, false
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case ep.slots <- struct{}{}:
-		return release, true
-	case <-t.C:
-		ep.congested.Store(true)
-	case <-ctx.Done():
+	// Wait while the endpoint keeps making progress; give up as soon as it
+	// looks stuck, or after wait.
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(stuckAfter / 5)
+	defer tick.Stop()
+	for time.Since(time.Unix(0, ep.progress.Load())) <= stuckAfter && time.Now().Before(deadline) {
+		select {
+		case ep.slots <- struct{}{}:
+			return release, true
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, false
+		}
 	}
 	return nil, false
 }
