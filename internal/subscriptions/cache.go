@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
 )
 
 // Cache keeps every valid subscription in memory, fed by a watch on the KV
@@ -31,8 +32,7 @@ type Cache struct {
 	index    map[string]map[string]map[string]*Subscription // tenant -> type -> id -> sub
 	invalid  map[string]error                               // key -> why it is ignored
 
-	readyOnce sync.Once
-	ready     chan struct{}
+	ready chan struct{}
 }
 
 // NewCache returns a cache over the subscriptions bucket. Documents whose
@@ -56,26 +56,9 @@ func (c *Cache) Ready() <-chan struct{} { return c.ready }
 
 // Run watches the bucket until ctx ends.
 func (c *Cache) Run(ctx context.Context) error {
-	w, err := c.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch subscriptions: %w", err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil { // end of the initial values
-				c.readyOnce.Do(func() { close(c.ready) })
-				continue
-			}
-			c.apply(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
-		}
-	}
+	return natsx.Watch(ctx, c.kv, func(e jetstream.KeyValueEntry) {
+		c.apply(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
+	}, func() { close(c.ready) })
 }
 
 // apply takes one change of the bucket: a document put at revision, or a

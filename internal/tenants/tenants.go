@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -166,37 +167,23 @@ func (c *Cache) Ready() <-chan struct{} { return c.ready }
 
 // Run watches the bucket until ctx ends.
 func (c *Cache) Run(ctx context.Context) error {
-	w, err := c.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch tenants: %w", err)
-	}
-	defer w.Stop()
-	once := sync.Once{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				once.Do(func() { close(c.ready) })
-				continue
-			}
-			var t Tenant
-			c.mu.Lock()
-			switch {
-			case e.Operation() != jetstream.KeyValuePut:
-				delete(c.byID, e.Key())
-			case json.Unmarshal(e.Value(), &t) != nil || t.Validate() != nil || t.Tenant != e.Key():
-				delete(c.byID, e.Key())
-				c.log.Warn("ignoring invalid tenant record", "key", e.Key(), "revision", e.Revision())
-			default:
-				c.byID[e.Key()] = &t
-			}
-			c.mu.Unlock()
-		}
+	return natsx.Watch(ctx, c.kv, c.apply, func() { close(c.ready) })
+}
+
+// apply takes one change of the bucket. An invalid record is left out and
+// logged, never fatal.
+func (c *Cache) apply(e jetstream.KeyValueEntry) {
+	var t Tenant
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case e.Operation() != jetstream.KeyValuePut:
+		delete(c.byID, e.Key())
+	case json.Unmarshal(e.Value(), &t) != nil || t.Validate() != nil || t.Tenant != e.Key():
+		delete(c.byID, e.Key())
+		c.log.Warn("ignoring invalid tenant record", "key", e.Key(), "revision", e.Revision())
+	default:
+		c.byID[e.Key()] = &t
 	}
 }
 
