@@ -183,3 +183,20 @@ func TestRedeliveredEventsKeepTheirLimitDecision(t *testing.T) {
 		t.Errorf("stats %+v: a decision was counted twice", st)
 	}
 }
+
+// A limit record expires on its own once its scan has been quiet for the
+// retention period.
+func TestLimitRecordsExpire(t *testing.T) {
+	p := startPipeline(t, "", func(c *app.Config) { c.Topology.LimitRetention = time.Second })
+	r := newReceiver(t, nil)
+	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"finding.*"}})
+	publishFindings(t, p, "s1", 3, func(i int) string { return "xss" })
+	eventually(t, 10*time.Second, func() bool { return r.count() == 3 })
+	if st := stats(t, p, "s1"); st.Admitted != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		st, err := p.Limits.ScanStats(context.Background(), "acme", "s1")
+		return err == nil && len(st) == 0
+	})
+}

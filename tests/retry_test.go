@@ -68,7 +68,13 @@ func TestGoneDisablesAndDeadLetters(t *testing.T) {
 // auto-disable period is disabled with the reason.
 func TestFailingStreakAutoDisables(t *testing.T) {
 	p := startPipeline(t, "", func(c *app.Config) { c.Delivery.AutoDisableAfter = 1500 * time.Millisecond })
-	r := newReceiver(t, func(int) int { return http.StatusInternalServerError })
+	var healthy atomic.Bool
+	r := newReceiver(t, func(int) int {
+		if healthy.Load() {
+			return http.StatusOK
+		}
+		return http.StatusInternalServerError
+	})
 	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
 		Retry: subscriptions.Retry{Schedule: []string{"1s", "1s", "1s", "1s"}}})
 	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
@@ -80,6 +86,30 @@ func TestFailingStreakAutoDisables(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { return len(p.dlq(t)) == 1 })
 	if reason := p.dlq(t)[0].Reason; !strings.HasPrefix(reason, "subscription disabled") {
 		t.Errorf("job dead-lettered with %q", reason)
+	}
+
+	// Re-enabled, the dead-lettered event is replayable: nothing was lost.
+	healthy.Store(true)
+	cur, rev, err := p.Store.Get(t.Context(), "acme", sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Disabled, cur.DisabledReason, cur.FailingSince = false, "", nil
+	if _, err := p.Store.Update(t.Context(), *cur, rev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { s, _ := p.Subs.Get("acme", sub.ID); return s != nil && !s.Disabled })
+	entries, err := p.DLQ.List(t.Context(), "acme", "", 10)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("dlq list: %v %+v", err, entries)
+	}
+	before := r.count()
+	if _, err := p.DLQ.Replay(t.Context(), "acme", entries[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return r.count() > before })
+	if got := r.requests()[before].Header.Get("webhook-id"); got != entries[0].Job.WebhookID {
+		t.Errorf("replay webhook-id %q, want %q", got, entries[0].Job.WebhookID)
 	}
 }
 
