@@ -174,3 +174,30 @@ func TestJobForDeletedSubscriptionIsDeadLettered(t *testing.T) {
 		t.Errorf("reason %q, want %q", got, "subscription deleted")
 	}
 }
+
+// A replayed job that fails again goes through its whole schedule again
+// and back to the DLQ: its retries are not mistaken by the server's
+// dedupe for those of its first life.
+func TestReplayedJobThatFailsAgainIsDeadLetteredAgain(t *testing.T) {
+	p := startPipeline(t, "")
+	r := newReceiver(t, func(int) int { return http.StatusInternalServerError })
+	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
+		Retry: subscriptions.Retry{Schedule: []string{"1s"}}})
+	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
+	eventually(t, 10*time.Second, func() bool { return len(p.dlq(t)) == 1 })
+	entries, err := p.DLQ.List(t.Context(), "acme", "", 10)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("dlq: %v %+v", err, entries)
+	}
+	if _, err := p.DLQ.Replay(t.Context(), "acme", entries[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() bool { return len(p.dlq(t)) == 1 && r.count() == 4 })
+	p.settle(t)
+	if n := r.count(); n != 4 {
+		t.Errorf("%d attempts, want 2 in each life", n)
+	}
+	if dl := p.dlq(t); len(dl) != 1 || dl[0].Attempts != 2 {
+		t.Errorf("dead letters after the replay: %+v", dl)
+	}
+}

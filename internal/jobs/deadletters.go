@@ -100,6 +100,7 @@ func (d *DeadLetters) Replay(ctx context.Context, tenant string, id uint64) (*Jo
 	if len(e.Raw) > 0 || e.Job.WebhookID == "" {
 		return nil, fmt.Errorf("dead letter %d holds an undecodable message, not a job: nothing to replay", id)
 	}
+	e.Job.Attempt = 0 // a fresh delivery: the whole schedule again
 	m, err := e.Job.Msg()
 	if err != nil {
 		return nil, err

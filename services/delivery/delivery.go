@@ -265,7 +265,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 		rec.Outcome, rec.RetryIn = attempts.OutcomeRetry, delay.String()
 		d.tel.Metrics.RetriesScheduled.Add(ctx, 1)
 		d.attempts.Record(rec)
-		d.retryLater(ctx, msg, job, attempt, delay)
+		d.retryLater(ctx, msg, meta, job, attempt, delay)
 		return
 	}
 	outcome = attempts.OutcomeDead
@@ -284,9 +284,9 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 // one. Waiting retries are messages in the stream, not unacknowledged
 // deliveries, so thousands of them do not fill the consumer's
 // MaxAckPending and starve healthy endpoints. The copy is published before
-// the ack, under a dedupe id: a crash in between cannot lose the job, and
-// a second copy is dropped by the server.
-func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, job *jobs.Job, attempt int, delay time.Duration) {
+// the ack, under a dedupe id (this message's sequence): a crash in between
+// cannot lose the job, and the second copy is dropped by the server.
+func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job, attempt int, delay time.Duration) {
 	next := *job
 	next.Attempt = attempt
 	m, err := next.Msg()
@@ -300,7 +300,10 @@ func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, job *jobs.
 		}
 		target := m.Subject
 		m.Subject = jobs.RetrySubject(job.WebhookID, attempt)
-		m.Header.Set(nats.MsgIdHdr, m.Subject)
+		// Keyed on this message, not just the webhook id and attempt: a
+		// replayed job lives its schedule again and its retries must not
+		// be dropped as copies of its first life's.
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s.%d", m.Subject, meta.Sequence.Stream))
 		// Schedules have one-second resolution: round up, never early.
 		at := time.Now().Add(delay + time.Second - 1).Truncate(time.Second)
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
