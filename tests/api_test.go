@@ -460,3 +460,45 @@ func TestExpiredSecretsAreRemoved(t *testing.T) {
 		t.Errorf("%d signatures after the overlap ended, want 1", n)
 	}
 }
+
+// What the limits suppressed is visible through the API, per subscription
+// and finding type; another tenant sees nothing of it.
+func TestAPIScanStats(t *testing.T) {
+	p := startPipeline(t, "", withGateway())
+	acme := p.api(t, acmeKey)
+	r := newReceiver(t, nil)
+	sub := acme.createSub(map[string]any{"url": r.URL, "events": []string{"finding.*"}, "limits": map[string]int{"findings_per_type": 2}})
+	eventually(t, 5*time.Second, func() bool { _, ok := p.Subs.Get("acme", sub.ID); return ok })
+	for i := range 5 {
+		data := finding("s1", "sqli", 9, "SQLi")
+		data["finding_id"] = fmt.Sprint(i)
+		p.publish(t, "acme", events.TypeFindingHigh, "s1", data)
+	}
+	p.settle(t)
+	var st struct {
+		Subscriptions []struct {
+			SubscriptionID string `json:"subscription_id"`
+			Admitted       int    `json:"admitted"`
+			Suppressed     int    `json:"suppressed"`
+			ByType         map[string]struct {
+				Suppressed int `json:"suppressed"`
+			} `json:"by_type"`
+		} `json:"subscriptions"`
+	}
+	if code := acme.do("GET", "/v1/scans/s1/stats", nil, &st); code != 200 || len(st.Subscriptions) != 1 {
+		t.Fatalf("stats: %d %+v", code, st)
+	}
+	if s := st.Subscriptions[0]; s.SubscriptionID != sub.ID || s.Admitted != 2 || s.Suppressed != 3 || s.ByType["sqli"].Suppressed != 3 {
+		t.Errorf("stats %+v", s)
+	}
+	var other struct {
+		Subscriptions []any `json:"subscriptions"`
+	}
+	if p.api(t, globexKey).do("GET", "/v1/scans/s1/stats", nil, &other); len(other.Subscriptions) != 0 {
+		t.Errorf("globex sees acme's stats: %+v", other)
+	}
+	resp, err := http.Get("http://" + p.HTTPAddr() + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("/readyz of a running pipeline: %v %v", err, resp.StatusCode)
+	}
+}

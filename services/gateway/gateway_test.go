@@ -50,6 +50,17 @@ func TestHealthAndReadiness(t *testing.T) {
 	if c := get("/readyz"); c != 200 {
 		t.Errorf("/readyz with the streams = %d, want 200", c)
 	}
+	// A process whose fan-out consumer is not bound is not ready.
+	bound := httptest.NewServer(New(js, Deps{}, log, Config{Consumers: map[string]string{"fanout": natsx.StreamScanEvents}}))
+	t.Cleanup(bound.Close)
+	resp, err := http.Get(bound.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("/readyz without its consumer = %d, want 503", resp.StatusCode)
+	}
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	if c := get("/readyz"); c != 503 {

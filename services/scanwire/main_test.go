@@ -238,3 +238,24 @@ func TestSubsCreateRefusesPrivateTargets(t *testing.T) {
 		t.Errorf("metadata address with the flag: %v", err)
 	}
 }
+
+func TestTenantsCLI(t *testing.T) {
+	a := startApp(t)
+	ctx := context.Background()
+	out, err := runCLI(t, ctx, "tenants", "set", "--nats", a.ClientURL(), "acme", "--partner", "mssp")
+	if err != nil || !strings.Contains(out, `tenant acme: partner "mssp"`) {
+		t.Fatalf("set: %v %q", err, out)
+	}
+	if _, err := runCLI(t, ctx, "tenants", "set", "--nats", a.ClientURL(), "acme", "--partner", "acme"); err == nil || !strings.Contains(err.Error(), "partner: a tenant cannot be its own partner") {
+		t.Errorf("own partner: %v", err)
+	}
+	first, err := runCLI(t, ctx, "tenants", "signing-secret", "--nats", a.ClientURL(), "acme")
+	if err != nil || !strings.HasPrefix(first, "whsec_") {
+		t.Fatalf("signing-secret: %v %q", err, first)
+	}
+	again, _ := runCLI(t, ctx, "tenants", "signing-secret", "--nats", a.ClientURL(), "acme")
+	rotated, _ := runCLI(t, ctx, "tenants", "signing-secret", "--nats", a.ClientURL(), "acme", "--rotate")
+	if again != first || rotated == first || !strings.HasPrefix(rotated, "whsec_") {
+		t.Errorf("signing secret %q, again %q, rotated %q", first, again, rotated)
+	}
+}
