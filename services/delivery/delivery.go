@@ -197,7 +197,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	sub, ok := d.subs.Get(job.Tenant, job.SubscriptionID)
 	if job.CallbackURL != "" {
 		if sub, err = d.callbackTarget(ctx, job); err != nil {
-			log.Error("callback secret unavailable; will retry", "err", err)
+			log.ErrorContext(ctx, "callback secret unavailable; will retry", "err", err)
 			_ = msg.NakWithDelay(5 * time.Second)
 			return
 		}
@@ -215,8 +215,9 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	d.health.pruneSecrets(ctx, sub)
 	release, ok := d.endpoints.acquire(ctx, sub.URL, d.cfg.SlotWait)
 	if !ok {
-		// The endpoint has its share of requests in flight: this job waits
-		// outside the workers, so a slow endpoint cannot take them all.
+		// The endpoint is stuck with its share of requests in flight: this
+		// job waits outside the workers, so it cannot take them all.
+		span.SetAttributes(attribute.Bool("scanwire.deferred", true))
 		_ = msg.NakWithDelay(d.cfg.DeferDelay + time.Duration(rand.Int64N(int64(d.cfg.DeferDelay))))
 		return
 	}
