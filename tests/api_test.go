@@ -3,6 +3,9 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -500,5 +503,47 @@ func TestAPIScanStats(t *testing.T) {
 	resp, err := http.Get("http://" + p.HTTPAddr() + "/readyz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Errorf("/readyz of a running pipeline: %v %v", err, resp.StatusCode)
+	}
+}
+
+// Profiles end to end: a Detectify subscription without a secret gets
+// unsigned Detectify bodies; a portal (cg) subscription with a user-given
+// secret gets X-CG-Hook-Signature over the exact body.
+func TestProfilesThroughThePipeline(t *testing.T) {
+	p := startPipeline(t, "", withGateway())
+	acme := p.api(t, acmeKey)
+	det := newReceiver(t, nil)
+	portal := newReceiver(t, nil)
+	s1 := acme.createSub(map[string]any{"url": det.URL, "events": []string{"finding.high"}, "profile": "detectify", "secrets": []any{}})
+	s2 := acme.createSub(map[string]any{"url": portal.URL, "events": []string{"scan.*"}, "profile": "cg",
+		"secrets": []map[string]string{{"secret": "portal-secret-0123456789"}}})
+	var e map[string]any
+	if code := acme.do("POST", "/v1/subscriptions", map[string]any{"url": det.URL, "events": []string{"*"}, "secrets": []any{}}, &e); code != 422 || e["field"] != "secrets" {
+		t.Errorf("unsigned standard-webhooks: %d %v", code, e)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		_, a := p.Subs.Get("acme", s1.ID)
+		_, b := p.Subs.Get("acme", s2.ID)
+		return a && b
+	})
+	p.publish(t, "acme", events.TypeFindingHigh, "s1", finding("s1", "xss", 6.2, `Reflected XSS in <script> & "quotes"`))
+	p.publish(t, "acme", events.TypeScanFinished, "s1", map[string]any{"scan_id": "s1", "target": "app.example.com", "status": "completed"})
+	eventually(t, 10*time.Second, func() bool { return det.count() == 1 && portal.count() == 1 })
+
+	d := det.requests()[0]
+	if d.Header.Get("X-Detectify-Signature") != "" {
+		t.Error("a Detectify subscription without a secret got a signature header")
+	}
+	if !strings.HasPrefix(string(d.Body), `{"type":"event_finding_high","domain":"app.example.com","cvss_score":6.2,"severity":"high","title":"Reflected XSS in <script> & \"quotes\""`) {
+		t.Errorf("detectify body %s", d.Body)
+	}
+	c := portal.requests()[0]
+	mac := hmac.New(sha256.New, []byte("portal-secret-0123456789"))
+	mac.Write(c.Body)
+	if want := "sha256=" + hex.EncodeToString(mac.Sum(nil)); c.Header.Get("X-CG-Hook-Signature") != want {
+		t.Errorf("X-CG-Hook-Signature %q, want %q", c.Header.Get("X-CG-Hook-Signature"), want)
+	}
+	if !strings.Contains(string(c.Body), `"event":"scan_completed"`) {
+		t.Errorf("portal body %s", c.Body)
 	}
 }
