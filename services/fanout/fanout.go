@@ -118,72 +118,96 @@ func (f *Fanout) Run(ctx context.Context) error {
 	return err
 }
 
+// incoming is a valid event with what fan-out reads of it, parsed once.
+type incoming struct {
+	e    *event.Event
+	addr events.Address
+	data struct {
+		Target         string   `json:"target"`
+		CVSS           *float64 `json:"cvss_score"`
+		Type           string   `json:"type"`            // finding type, for the limits
+		CallbackURL    string   `json:"callback_url"`    // scan.started
+		SubscriptionID string   `json:"subscription_id"` // webhook.test
+	}
+	structured []byte // the event in structured JSON, as jobs carry it
+}
+
 func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
 	ctx = events.ExtractTrace(ctx, msg.Headers())
 	ctx, span := f.tel.Tracer.Start(ctx, "fanout "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject())))
 	defer span.End()
 
-	addr, err := events.ParseSubject(msg.Subject())
-	var e *event.Event
-	if err == nil {
-		e, err = events.FromMsg(msg.Headers(), msg.Data())
-	}
-	if e != nil {
-		span.SetAttributes(attribute.String("scanwire.tenant", events.Tenant(e)), attribute.String("scanwire.scan_id", e.Subject()),
-			attribute.String("scanwire.event_type", e.Type()), attribute.String("scanwire.event_id", e.ID()))
-	}
-	if err == nil {
-		err = events.Validate(addr, e)
-	}
-	var callbackURL string
-	if err == nil {
-		callbackURL, err = f.callbackURL(e)
+	in, err := f.read(msg)
+	if in.e != nil {
+		span.SetAttributes(attribute.String("scanwire.tenant", events.Tenant(in.e)), attribute.String("scanwire.scan_id", in.e.Subject()),
+			attribute.String("scanwire.event_type", in.e.Type()), attribute.String("scanwire.event_id", in.e.ID()))
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, "rejected")
-		f.reject(ctx, msg, addr.Tenant, err)
+		f.reject(ctx, msg, in.addr.Tenant, err)
 		return
 	}
-	f.tel.Metrics.EventsAccepted.Add(ctx, 1, metric.WithAttributes(attribute.String("type", e.Type())))
-	if err := f.pairCallback(ctx, e, addr, callbackURL); err != nil {
-		f.retry(ctx, msg, fmt.Errorf("callback of %s: %w", e.ID(), err))
+	f.tel.Metrics.EventsAccepted.Add(ctx, 1, metric.WithAttributes(attribute.String("type", in.e.Type())))
+	if err := f.pairCallback(ctx, in); err != nil {
+		f.retry(ctx, msg, fmt.Errorf("callback of %s: %w", in.e.ID(), err))
 		return
 	}
-	if err := f.fanOut(ctx, e, addr); err != nil {
+	if err := f.fanOut(ctx, in); err != nil {
 		span.SetStatus(codes.Error, err.Error())
-		f.retry(ctx, msg, fmt.Errorf("fan out %s: %w", e.ID(), err))
+		f.retry(ctx, msg, fmt.Errorf("fan out %s: %w", in.e.ID(), err))
 		return
 	}
 	_ = msg.Ack()
 }
 
+// read decodes and validates a message. An error is the event's fault:
+// the caller rejects it. A callback_url the egress policy would never
+// deliver to is refused with its event.
+func (f *Fanout) read(msg jetstream.Msg) (*incoming, error) {
+	in := &incoming{}
+	var err error
+	if in.addr, err = events.ParseSubject(msg.Subject()); err != nil {
+		return in, err
+	}
+	if in.e, err = events.FromMsg(msg.Headers(), msg.Data()); err != nil {
+		return in, err
+	}
+	if err := events.Validate(in.addr, in.e); err != nil {
+		return in, err
+	}
+	_ = json.Unmarshal(in.e.Data(), &in.data) // valid: the fields have their schema's types
+	if u := in.data.CallbackURL; u != "" && in.e.Type() == events.TypeScanStarted && f.egress != nil {
+		if err := f.egress.CheckURLStatic(u); err != nil {
+			return in, &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
+		}
+	}
+	in.structured, err = json.Marshal(in.e)
+	return in, err
+}
+
 // fanOut stores one job per matching subscription and waits until the
 // server has confirmed every one.
-func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address) error {
+func (f *Fanout) fanOut(ctx context.Context, in *incoming) error {
 	mctx, span := f.tel.Tracer.Start(ctx, "match")
-	subs, err := f.admit(mctx, f.match(addr.Tenant, e), e, addr)
+	subs, err := f.admit(mctx, f.match(in), in)
 	span.SetAttributes(attribute.Int("scanwire.matches", len(subs)))
 	span.End()
 	if err != nil || len(subs) == 0 {
 		return err
 	}
-	structured, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	now := time.Now().UTC()
+	e, now := in.e, time.Now().UTC()
 	acks := make([]jetstream.PubAckFuture, 0, len(subs))
 	for _, s := range subs {
 		j := jobs.Job{
 			WebhookID:      jobs.WebhookID(e.ID(), s.ID),
 			Tenant:         s.Tenant,
-			SourceTenant:   addr.Tenant,
+			SourceTenant:   in.addr.Tenant,
 			SubscriptionID: s.ID,
 			EventID:        e.ID(),
 			EventType:      e.Type(),
-			ScanID:         addr.ScanID,
-			Event:          structured,
+			ScanID:         in.addr.ScanID,
+			Event:          in.structured,
 			Queued:         now,
 		}
 		m, err := j.Msg()
@@ -205,67 +229,43 @@ func (f *Fanout) fanOut(ctx context.Context, e *event.Event, addr events.Address
 	return waitAcks(ctx, acks)
 }
 
-// match returns who gets e. A webhook.test event goes to the one
+// match returns who gets the event. A webhook.test event goes to the one
 // subscription it names (asked for through the API or `scanwire subs
 // test`), whatever event types that subscription takes.
-func (f *Fanout) match(tenant string, e *event.Event) []*subscriptions.Subscription {
-	if e.Type() != events.TypeWebhookTest {
-		ff := facts(e)
-		subs := f.subs.Match(tenant, e.Type(), ff)
-		// A partner hears its customers' events where it asked to; the
-		// other way round, and between customers, nothing is shared.
-		if partner := f.tenants.Partner(tenant); partner != "" {
-			for _, s := range f.subs.Match(partner, e.Type(), ff) {
-				if s.IncludeCustomerEvents {
-					subs = append(subs, s)
-				}
-			}
+func (f *Fanout) match(in *incoming) []*subscriptions.Subscription {
+	tenant, typ := in.addr.Tenant, in.e.Type()
+	if typ == events.TypeWebhookTest {
+		if s, ok := f.subs.Get(tenant, in.data.SubscriptionID); ok {
+			return []*subscriptions.Subscription{s}
 		}
-		return subs
-	}
-	var data struct {
-		SubscriptionID string `json:"subscription_id"`
-	}
-	if json.Unmarshal(e.Data(), &data) != nil {
 		return nil
 	}
-	if s, ok := f.subs.Get(tenant, data.SubscriptionID); ok {
-		return []*subscriptions.Subscription{s}
+	facts := subscriptions.Facts{Target: in.data.Target, ScanID: in.e.Subject()}
+	if in.data.CVSS != nil {
+		facts.CVSS, facts.HasCVSS = *in.data.CVSS, true
 	}
-	return nil
-}
-
-// callbackURL returns a scan.started event's callback_url, refused (and
-// the event with it) when the egress policy would never deliver to it.
-func (f *Fanout) callbackURL(e *event.Event) (string, error) {
-	if e.Type() != events.TypeScanStarted {
-		return "", nil
-	}
-	var d struct {
-		CallbackURL string `json:"callback_url"`
-	}
-	_ = json.Unmarshal(e.Data(), &d)
-	if d.CallbackURL != "" && f.egress != nil {
-		if err := f.egress.CheckURLStatic(d.CallbackURL); err != nil {
-			return "", &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
+	subs := f.subs.Match(tenant, typ, facts)
+	// A partner hears its customers' events where it asked to; the other
+	// way round, and between customers, nothing is shared.
+	if partner := f.tenants.Partner(tenant); partner != "" {
+		for _, s := range f.subs.Match(partner, typ, facts) {
+			if s.IncludeCustomerEvents {
+				subs = append(subs, s)
+			}
 		}
 	}
-	return d.CallbackURL, nil
+	return subs
 }
 
 // pairCallback tells the callback registry of a scan's start (with a
 // callback URL) and of every scan's end, so that the two meet whichever
 // comes first.
-func (f *Fanout) pairCallback(ctx context.Context, e *event.Event, addr events.Address, url string) error {
+func (f *Fanout) pairCallback(ctx context.Context, in *incoming) error {
 	switch {
-	case e.Type() == events.TypeScanStarted && url != "":
-		return f.callbacks.Started(ctx, addr.Tenant, addr.ScanID, url)
-	case e.Type() == events.TypeScanFinished:
-		structured, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		return f.callbacks.Finished(ctx, addr.Tenant, addr.ScanID, e.ID(), structured)
+	case in.e.Type() == events.TypeScanStarted && in.data.CallbackURL != "":
+		return f.callbacks.Started(ctx, in.addr.Tenant, in.addr.ScanID, in.data.CallbackURL)
+	case in.e.Type() == events.TypeScanFinished:
+		return f.callbacks.Finished(ctx, in.addr.Tenant, in.addr.ScanID, in.e.ID(), in.structured)
 	}
 	return nil
 }
@@ -274,14 +274,10 @@ func (f *Fanout) pairCallback(ctx context.Context, e *event.Event, addr events.A
 // that may still hear about this finding. The decision is recorded before
 // any job is published and is the same every time the event is seen, so a
 // redelivered event is admitted (or suppressed) again, never counted twice.
-func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, e *event.Event, addr events.Address) ([]*subscriptions.Subscription, error) {
-	if !events.IsFinding(e.Type()) || len(subs) == 0 {
+func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, in *incoming) ([]*subscriptions.Subscription, error) {
+	if !events.IsFinding(in.e.Type()) || len(subs) == 0 {
 		return subs, nil
 	}
-	var d struct {
-		Type string `json:"type"`
-	}
-	_ = json.Unmarshal(e.Data(), &d)
 	out := subs[:0:0]
 	for _, s := range subs {
 		perScan, perType := s.Limits.FindingsPerScan, s.Limits.FindingsPerType
@@ -291,34 +287,18 @@ func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, 
 		if perType == 0 {
 			perType = subscriptions.DefaultFindingsPerType
 		}
-		dec, err := f.limits.Admit(ctx, limits.Key(s.Tenant, s.ID, addr.ScanID), perScan, perType, e.ID(), d.Type)
+		dec, err := f.limits.Admit(ctx, limits.Key(s.Tenant, s.ID, in.addr.ScanID), perScan, perType, in.e.ID(), in.data.Type)
 		if err != nil {
 			return nil, err
 		}
 		if !dec.Admitted {
 			f.tel.Metrics.LimitSuppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("subscription_id", s.ID)))
-			f.log.DebugContext(ctx, "finding suppressed", "subscription_id", s.ID, "scan_id", addr.ScanID, "event_id", e.ID(), "reason", dec.Reason)
+			f.log.DebugContext(ctx, "finding suppressed", "subscription_id", s.ID, "scan_id", in.addr.ScanID, "event_id", in.e.ID(), "reason", dec.Reason)
 			continue
 		}
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-// facts reads what subscription filters look at. The event is valid, so
-// the fields have their schema's types.
-func facts(e *event.Event) subscriptions.Facts {
-	var d struct {
-		ScanID string   `json:"scan_id"`
-		Target string   `json:"target"`
-		CVSS   *float64 `json:"cvss_score"`
-	}
-	_ = json.Unmarshal(e.Data(), &d)
-	f := subscriptions.Facts{Target: d.Target, ScanID: e.Subject()}
-	if d.CVSS != nil {
-		f.CVSS, f.HasCVSS = *d.CVSS, true
-	}
-	return f
 }
 
 func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {
