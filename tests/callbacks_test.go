@@ -125,3 +125,28 @@ func keys(m map[string]map[string]any) []string {
 	}
 	return out
 }
+
+// Two scan.finished events of one scan fanned out at once by different
+// workers used to queue two callbacks (each under its own event's dedupe
+// id) before either recorded it. One scan, one callback.
+func TestConcurrentScanFinishedQueueOneCallback(t *testing.T) {
+	p := startPipeline(t, "")
+	r := newReceiver(t, nil)
+	const scans = 20
+	for i := range scans {
+		scan := fmt.Sprintf("race-%d", i)
+		p.publish(t, "acme", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t", "callback_url": r.URL + "/cb"})
+	}
+	p.settle(t)
+	for i := range scans {
+		scan := fmt.Sprintf("race-%d", i)
+		for range 3 {
+			p.publish(t, "acme", events.TypeScanFinished, scan, map[string]any{"scan_id": scan, "target": "t", "status": "completed"})
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return r.count() >= scans })
+	p.settle(t)
+	if n := r.count(); n != scans {
+		t.Errorf("%d callbacks for %d scans", n, scans)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/jobs"
@@ -56,8 +57,10 @@ func (r *Registry) Finished(ctx context.Context, tenant, scanID, eventID string,
 
 // change applies edit with compare-and-swap and, once the record has both
 // a URL and the finished event, queues the delivery. The job is published
-// before the record says so, with a dedupe id: a crash in between
-// publishes it again, and the server drops the copy.
+// before the record says so, under a dedupe id of the scan (not of the
+// event): a crash in between publishes it again, and two replicas racing
+// on two scan.finished events of one scan publish twice; either way the
+// server keeps one.
 func (r *Registry) change(ctx context.Context, tenant, scanID string, edit func(*Record)) error {
 	key := tenant + "." + scanID
 	for range 50 {
@@ -104,7 +107,7 @@ func (r *Registry) change(ctx context.Context, tenant, scanID string, edit func(
 
 func (r *Registry) queue(ctx context.Context, tenant, scanID string, rec *Record) error {
 	j := jobs.Job{
-		WebhookID:      jobs.WebhookID(rec.FinishedID, jobs.CallbackSubscription),
+		WebhookID:      jobs.WebhookID(tenant+"."+scanID, jobs.CallbackSubscription),
 		Tenant:         tenant,
 		SourceTenant:   tenant,
 		SubscriptionID: jobs.CallbackSubscription,
@@ -119,6 +122,7 @@ func (r *Registry) queue(ctx context.Context, tenant, scanID string, rec *Record
 	if err != nil {
 		return err
 	}
+	m.Header.Set(nats.MsgIdHdr, "callback."+tenant+"."+scanID)
 	if _, err := r.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("queue callback of %s: %w", scanID, err)
 	}
