@@ -11,166 +11,210 @@ import (
 	"strings"
 )
 
-// Resolver is what the policy resolves hostnames with; *net.Resolver
-// satisfies it.
-type Resolver interface {
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-}
-
-// Policy is the egress policy. The zero value blocks private targets and
-// uses the system resolver.
-type Policy struct {
-	// AllowPrivate lets http:// and private addresses through
-	// (--allow-private-targets, for local development and tests). The
-	// always-blocked ranges stay blocked.
-	AllowPrivate bool
-	Resolver     Resolver
-	// Dialer dials allowed addresses; nil means a 10s timeout. Its Control
-	// is replaced by the policy's.
-	Dialer *net.Dialer
-}
-
-func (p *Policy) resolver() Resolver {
-	if p.Resolver != nil {
-		return p.Resolver
-	}
-	return net.DefaultResolver
-}
-
-// CheckURLStatic judges everything about a URL that needs no DNS: scheme,
-// userinfo, host, port, and an IP literal in any spelling a resolver would
-// accept. It is what documents read back from the bucket are held to.
+// CheckURLStatic judges everything about a webhook URL that needs no DNS:
+// the scheme (https; http only with AllowPrivate), no userinfo, a host,
+// a port in 1-65535, and the host itself. An IP literal, in any spelling
+// a resolver accepts (2852039166, 0251.0376.0251.0376, 0xa9fea9fe, 127.1,
+// [::ffff:a9fe:a9fe]), is judged as the address it spells; a host that
+// looks numeric but is no valid address is refused rather than looked up;
+// localhost names and single-label names (which the resolver's search
+// domains complete into internal names) are refused unless AllowPrivate.
+//
+// It is what needs no network: for documents read back from the store and
+// URLs that arrive in events. Refusals of a destination wrap ErrBlocked;
+// refusals of a malformed URL do not. Messages quote the URL and name the
+// fix, ready to be shown to whoever wrote it.
 func (p *Policy) CheckURLStatic(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL: %v", raw, err)
+	_, _, err := p.checkStatic(raw)
+	return err
+}
+
+// CheckURL is CheckURLStatic plus the hostname's addresses, for write
+// time. A name that does not resolve is refused: at write time it is a
+// typo far more often than a receiver not yet in DNS, and catching it then
+// beats dead-lettering every delivery. A name whose every address is
+// blocked is refused, naming them. A name with some allowed address passes:
+// which address a delivery reaches is decided when it is dialed, where
+// DialContext skips the blocked ones.
+func (p *Policy) CheckURL(ctx context.Context, raw string) error {
+	host, isIP, err := p.checkStatic(raw)
+	if err != nil || isIP {
+		return err
 	}
+	ips, err := p.resolver().LookupNetIP(ctx, "ip", host)
+	var dnsErr *net.DNSError
 	switch {
-	case u.Scheme == "http" && !p.AllowPrivate:
-		return fmt.Errorf("%q must use https (http only with scanwire run --allow-private-targets)", raw)
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("%q must use https", raw)
-	case u.Opaque != "" || u.Host == "":
-		return fmt.Errorf("%q must be an absolute URL with a host, like https://hooks.example.com/scanwire", raw)
-	case u.User != nil:
-		return fmt.Errorf("%q must not carry a user or password; put credentials in the secret", raw)
-	case strings.ContainsAny(u.Host, "\\@"):
-		return fmt.Errorf("%q has a malformed host", raw)
+	case err == nil && len(ips) == 0, errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return fmt.Errorf("%q: host %s does not resolve; check the name", raw, host)
+	case err != nil:
+		return fmt.Errorf("%q: host %s could not be resolved now (%v); try again", raw, host, err)
 	}
-	if port := u.Port(); port != "" {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q: port must be 1-65535", raw)
-		}
-	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-	if host == "" {
-		return fmt.Errorf("%q must name a host", raw)
-	}
-	if ip, ok, err := parseHostIP(host); err != nil {
-		return fmt.Errorf("%q: %v", raw, err)
-	} else if ok {
-		if err := p.CheckIP(ip); err != nil {
-			return fmt.Errorf("%q: %w", raw, err)
-		}
-		return nil
-	}
-	if (host == "localhost" || strings.HasSuffix(host, ".localhost")) && !p.AllowPrivate {
-		return fmt.Errorf("%q: %w", raw, &blockedError{ip: netip.IPv4Unspecified(), what: "loopback"})
+	if msg, blockedAll := p.judgeAll(ips); blockedAll {
+		return blocked("%q: %s resolves only to blocked addresses: %s", raw, host, msg)
 	}
 	return nil
 }
 
-// CheckURL is CheckURLStatic plus the hostname's addresses, for write
-// time: a host that does not resolve, or resolves only to blocked
-// addresses, is refused. (A host that resolves to a mix passes; the dial
-// check refuses the blocked ones when they are dialed.)
-func (p *Policy) CheckURL(ctx context.Context, raw string) error {
-	if err := p.CheckURLStatic(raw); err != nil {
-		return err
-	}
-	u, _ := url.Parse(raw)
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-	if _, ok, _ := parseHostIP(host); ok {
-		return nil
-	}
-	ips, err := p.resolver().LookupNetIP(ctx, "ip", host)
-	if err != nil || len(ips) == 0 {
-		return fmt.Errorf("%q: host %s does not resolve; check the name", raw, host)
-	}
-	var errs []error
+// judgeAll reports whether every address in ips is blocked, and if so
+// names them and the fix.
+func (p *Policy) judgeAll(ips []netip.Addr) (string, bool) {
+	var reasons []string
+	hint := hintAlways
 	for _, ip := range ips {
-		err := p.CheckIP(ip)
-		if err == nil {
-			return nil
+		ip = ip.WithZone("")
+		v, ok := p.judge(ip)
+		if !ok {
+			return "", false
 		}
-		errs = append(errs, err)
+		reasons = append(reasons, v.explain(ip.String(), ip.String(), ip))
+		if !v.always {
+			hint = hintPrivate // the flag would let some address through
+		}
 	}
-	return fmt.Errorf("%q: every address of %s is blocked: %w", raw, host, errors.Join(errs...))
+	return strings.Join(reasons, ", and ") + "; " + hint, len(ips) > 0
 }
 
-// parseHostIP recognises an IP literal, including the legacy IPv4 forms
-// inet_aton accepts (2852039166, 0251.0376.0251.0376, 0xa9fea9fe, 127.1):
-// a resolver would dial them as the address they spell, so they are judged
-// as that address. A host that looks numeric but is none of these is an
-// error, not a name to look up.
-func parseHostIP(host string) (netip.Addr, bool, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
+// checkStatic is CheckURLStatic, also returning the host (lower case,
+// without its trailing dot) and whether it is an IP literal.
+func (p *Policy) checkStatic(raw string) (string, bool, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", false, fmt.Errorf("%q is not a valid URL: %v", raw, err)
+	}
+	switch {
+	case u.Scheme == "http" && !p.AllowPrivate:
+		return "", false, fmt.Errorf("%q must use https (http only with scanwire run --allow-private-targets, for local development)", raw)
+	case u.Scheme != "https" && u.Scheme != "http":
+		return "", false, fmt.Errorf("%q must use https", raw)
+	case u.Opaque != "" || u.Host == "":
+		return "", false, fmt.Errorf("%q must be an absolute URL with a host, like https://hooks.example.com/scanwire", raw)
+	case u.User != nil:
+		return "", false, fmt.Errorf("%q must not carry a user or password (its host is %s); deliveries are authenticated by their signature", raw, u.Hostname())
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", false, fmt.Errorf("%q: port must be 1-65535", raw)
+		}
+	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if host == "" {
+		return "", false, fmt.Errorf("%q must name a host, like https://hooks.example.com/scanwire", raw)
+	}
+	ip, isIP, err := parseHost(host)
+	if err != nil {
+		return "", false, fmt.Errorf("%q: %v", raw, err)
+	}
+	if isIP {
+		if v, ok := p.judge(ip.WithZone("")); ok {
+			return "", false, blocked("%s; %s", v.explain(strconv.Quote(raw), host, ip.WithZone("")), v.hint())
+		}
+		if ip.Zone() != "" {
+			return "", false, fmt.Errorf("%q: an address with a zone (%%%s) is not on the public internet; remove it", raw, ip.Zone())
+		}
+		return host, true, nil
+	}
+	switch {
+	case host == "metadata.google.internal":
+		return "", false, blocked("%q names the GCP metadata service; %s", raw, hintAlways)
+	case p.AllowPrivate:
+	case host == "localhost" || strings.HasSuffix(host, ".localhost"):
+		return "", false, blocked("%q names the local host (%s is a loopback name); %s", raw, host, hintPrivate)
+	case !strings.Contains(host, "."):
+		return "", false, blocked("%q names a host without a domain (%s), which only the local network resolves; %s", raw, host, hintPrivate)
+	}
+	return host, false, nil
+}
+
+// parseHost reads a lower-case host without its trailing dot: an IP
+// address, or a DNS name (ok false), or an error for what is neither.
+//
+// IPv4 is read the way inet_aton reads it, as libc resolvers and browsers
+// do: one to four parts, each decimal, 0-prefixed octal or 0x-prefixed
+// hex, the last filling the remaining bytes (127.1 is 127.0.0.1,
+// 2852039166 is 169.254.169.254). A host whose last label starts with a
+// digit is numeric in intent (no top-level domain does) and is an error if
+// it is no valid address: 1.2.3.4.5 or 0x1g must not be sent to a
+// resolver that might read them some other way.
+func parseHost(host string) (netip.Addr, bool, error) {
+	if strings.Contains(host, ":") {
+		ip, err := netip.ParseAddr(host)
+		if err != nil || !ip.Is6() {
+			return netip.Addr{}, false, fmt.Errorf("host %s is not a valid IPv6 address", host)
+		}
 		return ip, true, nil
 	}
-	if strings.Contains(host, ":") {
-		return netip.Addr{}, false, fmt.Errorf("host %s is not a valid IPv6 address", host)
+	labels := strings.Split(host, ".")
+	if ip, ok := inetAton(labels); ok {
+		return ip, true, nil
 	}
-	parts := strings.Split(host, ".")
-	numeric := true
-	for _, part := range parts {
-		if _, ok := inetNumber(part); !ok {
-			numeric = false
+	if last := labels[len(labels)-1]; last != "" && last[0] >= '0' && last[0] <= '9' {
+		return netip.Addr{}, false, fmt.Errorf("host %s looks like an IPv4 address but is not a valid one", host)
+	}
+	if len(host) > 253 {
+		return netip.Addr{}, false, fmt.Errorf("host %s is longer than a DNS name can be", host)
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return netip.Addr{}, false, fmt.Errorf("host %s is not a valid DNS name (empty or over-long label)", host)
+		}
+		for _, c := range []byte(l) {
+			if c >= 0x80 {
+				return netip.Addr{}, false, fmt.Errorf("host %s must be ASCII; write an internationalized name in its xn-- (punycode) form", host)
+			}
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return netip.Addr{}, false, fmt.Errorf("host %s is not a valid DNS name (character %q)", host, c)
+			}
 		}
 	}
-	if !numeric {
-		// A name, unless its last label is all digits (no TLD is).
-		last := parts[len(parts)-1]
-		if last != "" && strings.Trim(last, "0123456789") == "" {
-			return netip.Addr{}, false, fmt.Errorf("host %s is neither a valid IP address nor a DNS name", host)
-		}
-		return netip.Addr{}, false, nil
+	return netip.Addr{}, false, nil
+}
+
+// inetAton reads labels as an inet_aton IPv4 address.
+func inetAton(labels []string) (netip.Addr, bool) {
+	if len(labels) > 4 {
+		return netip.Addr{}, false
 	}
-	if len(parts) > 4 {
-		return netip.Addr{}, false, fmt.Errorf("host %s is not a valid IPv4 address", host)
-	}
-	nums := make([]uint64, len(parts))
-	for i, part := range parts {
-		nums[i], _ = inetNumber(part)
-	}
-	// inet_aton: a, a.b (b: 24 bits), a.b.c (c: 16 bits), a.b.c.d.
 	var v uint64
-	last := nums[len(nums)-1]
-	for i, n := range nums[:len(nums)-1] {
-		if n > 255 {
-			return netip.Addr{}, false, fmt.Errorf("host %s is not a valid IPv4 address", host)
+	for i, l := range labels {
+		n, ok := inetNumber(l)
+		if !ok {
+			return netip.Addr{}, false
 		}
-		v |= n << (24 - 8*i)
+		if i < len(labels)-1 {
+			if n > 255 {
+				return netip.Addr{}, false
+			}
+			v |= n << (24 - 8*i)
+			continue
+		}
+		// The last part fills the bytes left: 32, 24, 16 or 8 bits.
+		if n >= 1<<(8*(5-len(labels))) {
+			return netip.Addr{}, false
+		}
+		v |= n
 	}
-	if last >= 1<<(8*(5-len(nums))) {
-		return netip.Addr{}, false, fmt.Errorf("host %s is not a valid IPv4 address", host)
+	var b [4]byte
+	for i := range b {
+		b[i] = byte(v >> (24 - 8*i))
 	}
-	v |= last
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true, nil
+	return netip.AddrFrom4(b), true
 }
 
 // inetNumber parses one inet_aton part: decimal, 0-prefixed octal or
-// 0x-prefixed hex.
+// 0x-prefixed hex ("0x" alone is 0, as inet_aton has it).
 func inetNumber(s string) (uint64, bool) {
-	if s == "" {
-		return 0, false
-	}
 	base := 10
 	switch {
-	case strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X"):
+	case s == "":
+		return 0, false
+	case strings.HasPrefix(s, "0x"):
 		s, base = s[2:], 16
 		if s == "" {
-			return 0, true // "0x" is 0 to inet_aton
+			return 0, true
 		}
 	case len(s) > 1 && s[0] == '0':
 		s, base = s[1:], 8
