@@ -140,7 +140,7 @@ func TestMetricsAfterKnownRun(t *testing.T) {
 	for _, want := range []string{
 		`scanwire_events_accepted_total{type="finding.high"} 3`,
 		`scanwire_events_accepted_total{type="scan.started"} 1`,
-		`scanwire_events_rejected_total{reason="type"} 1`,
+		`scanwire_events_rejected_total{reason="invalid"} 1`,
 		`scanwire_deliveries_total{outcome="delivered",profile="standard-webhooks"} 2`,
 		`scanwire_deliveries_total{outcome="retry",profile="standard-webhooks"} 1`,
 		`scanwire_deliveries_total{outcome="dead-lettered",profile="standard-webhooks"} 1`,

@@ -107,11 +107,13 @@ type App struct {
 	wg     sync.WaitGroup
 	errs   chan error
 	ownTel bool
-	http   *http.Server
-	httpLn net.Listener
+	// callbacks pairs scan.started and scan.finished for fan-out.
+	callbacks *callbacks.Registry
+	http      *http.Server
+	httpLn    net.Listener
 }
 
-// Start brings the process up: NATS, streams, cache, then the services.
+// Start brings the process up: NATS, streams, caches, then the services.
 // Everything started is stopped by Close, in reverse order.
 func Start(ctx context.Context, cfg Config) (*App, error) {
 	if err := cfg.Validate(); err != nil {
@@ -122,119 +124,163 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 		log = slog.Default()
 	}
 	a := &App{cfg: cfg, log: log, errs: make(chan error, 8)}
-	ok := false
-	defer func() {
-		if !ok {
-			a.Close(context.Background())
-		}
-	}()
+	if err := a.start(ctx); err != nil {
+		a.Close(context.Background())
+		return nil, err
+	}
+	return a, nil
+}
 
-	a.Tel = cfg.Telemetry
-	if a.Tel == nil {
-		t, err := telemetry.New(ctx, telemetry.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("telemetry: %w", err)
-		}
-		a.Tel, a.ownTel = t, true
+// start runs Start's steps in order; the caller closes a on an error.
+func (a *App) start(ctx context.Context) error {
+	if err := a.startTelemetry(ctx); err != nil {
+		return err
 	}
-
-	url := cfg.NATSURL
-	if url == "" {
-		ns, err := natsx.StartServer(cfg.Server, log)
-		if err != nil {
-			return nil, err
-		}
-		a.Server = ns
-		url = ns.ClientURL()
-		log.Info("embedded NATS started", "url", url, "data", cfg.Server.DataDir)
+	if err := a.connect(ctx); err != nil {
+		return err
 	}
-	nc, err := natsx.Connect(url, "scanwire", a.Server, log)
-	if err != nil {
-		return nil, err
+	if err := a.openStores(ctx); err != nil {
+		return err
 	}
-	a.NC = nc
-	if a.JS, err = natsx.JetStream(nc); err != nil {
-		return nil, err
-	}
-	if err := cfg.Topology.Ensure(ctx, a.JS); err != nil {
-		return nil, fmt.Errorf("create streams: %w", err)
-	}
-	kv, err := a.JS.KeyValue(ctx, natsx.BucketSubscriptions)
-	if err != nil {
-		return nil, err
-	}
-	a.Egress = &egress.Policy{AllowPrivate: cfg.AllowPrivateTargets, Resolver: cfg.Resolver}
-	a.Store = subscriptions.NewStore(kv, a.Egress)
-	a.Subs = subscriptions.NewCache(kv, a.Egress, log)
-	a.Attempts = attempts.NewLog(a.JS, log)
-	a.DLQ = jobs.NewDeadLetters(a.JS)
-	lkv, err := a.JS.KeyValue(ctx, natsx.BucketLimits)
-	if err != nil {
-		return nil, err
-	}
-	a.Limits = limits.New(lkv)
-	tkv, err := a.JS.KeyValue(ctx, natsx.BucketTenants)
-	if err != nil {
-		return nil, err
-	}
-	a.Tenants = tenants.NewStore(tkv)
-	a.TenantsC = tenants.NewCache(tkv, log)
-
 	if err := a.observe(); err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
+		return fmt.Errorf("metrics: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.spawn("subscription cache", func() error { return a.Subs.Run(runCtx) })
 	a.spawn("tenant cache", func() error { return a.TenantsC.Run(runCtx) })
 	a.spawn("attempt log", func() error { return a.Attempts.Run(runCtx) })
-	for _, name := range cfg.Services {
-		switch name {
-		case ServiceFanout:
-			ckv, err := a.JS.KeyValue(ctx, natsx.BucketCallbacks)
-			if err != nil {
-				cancel()
-				return nil, err
-			}
-			f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
-				Callbacks: callbacks.New(ckv, a.JS), Egress: a.Egress, Telemetry: a.Tel}, log, cfg.Fanout)
-			a.spawn(name, func() error { return f.Run(runCtx) })
-		case ServiceDelivery:
-			client := delivery.NewHTTPClient(cfg.Delivery.Timeout, a.Egress.DialContext, a.Tel.TracerProvider())
-			d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client, Attempts: a.Attempts, Telemetry: a.Tel}, log, cfg.Delivery)
-			a.spawn(name, func() error { return d.Run(runCtx) })
-		case ServiceGateway:
-			ln, err := net.Listen("tcp", cfg.HTTPAddr)
-			if err != nil {
-				cancel()
-				return nil, fmt.Errorf("--http %s: %w", cfg.HTTPAddr, err)
-			}
-			a.httpLn = ln
-			cfg.Gateway.Consumers = map[string]string{}
-			if slices.Contains(cfg.Services, ServiceFanout) {
-				cfg.Gateway.Consumers[fanout.ConsumerName(cfg.Fanout)] = natsx.StreamScanEvents
-			}
-			if slices.Contains(cfg.Services, ServiceDelivery) {
-				cfg.Gateway.Consumers[delivery.ConsumerName(cfg.Delivery)] = natsx.StreamDeliveries
-			}
-			if cfg.Gateway.Keys.Empty() {
-				log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
-			}
-			g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,
-				Tenants: a.Tenants, Telemetry: a.Tel}, log, cfg.Gateway)
-			a.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
-			a.spawn(name, func() error { return gateway.Serve(a.http, ln, log) })
+	for _, name := range a.cfg.Services {
+		if err := a.startService(ctx, runCtx, name); err != nil {
+			return err
 		}
 	}
 	for _, ready := range []<-chan struct{}{a.Subs.Ready(), a.TenantsC.Ready()} {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	ok = true
-	return a, nil
+	return nil
+}
+
+// startTelemetry uses the configured telemetry or builds one from the
+// OTEL_* environment (then owned, and shut down, by the App).
+func (a *App) startTelemetry(ctx context.Context) error {
+	if a.Tel = a.cfg.Telemetry; a.Tel != nil {
+		return nil
+	}
+	t, err := telemetry.New(ctx, telemetry.Options{})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	a.Tel, a.ownTel = t, true
+	return nil
+}
+
+// connect starts the embedded server (unless NATSURL names an external
+// one), connects, and creates the streams and buckets.
+func (a *App) connect(ctx context.Context) error {
+	url := a.cfg.NATSURL
+	if url == "" {
+		ns, err := natsx.StartServer(a.cfg.Server, a.log)
+		if err != nil {
+			return err
+		}
+		a.Server = ns
+		url = ns.ClientURL()
+		a.log.Info("embedded NATS started", "url", url, "data", a.cfg.Server.DataDir)
+	}
+	nc, err := natsx.Connect(url, "scanwire", a.Server, a.log)
+	if err != nil {
+		return err
+	}
+	a.NC = nc
+	if a.JS, err = natsx.JetStream(nc); err != nil {
+		return err
+	}
+	if err := a.cfg.Topology.Ensure(ctx, a.JS); err != nil {
+		return fmt.Errorf("create streams: %w", err)
+	}
+	return nil
+}
+
+// openStores opens the buckets and builds the stores and caches over them.
+func (a *App) openStores(ctx context.Context) error {
+	kv := map[string]jetstream.KeyValue{}
+	for _, b := range []string{natsx.BucketSubscriptions, natsx.BucketLimits, natsx.BucketTenants, natsx.BucketCallbacks} {
+		bucket, err := a.JS.KeyValue(ctx, b)
+		if err != nil {
+			return fmt.Errorf("bucket %s: %w", b, err)
+		}
+		kv[b] = bucket
+	}
+	a.Egress = &egress.Policy{AllowPrivate: a.cfg.AllowPrivateTargets, Resolver: a.cfg.Resolver}
+	a.Store = subscriptions.NewStore(kv[natsx.BucketSubscriptions], a.Egress)
+	a.Subs = subscriptions.NewCache(kv[natsx.BucketSubscriptions], a.Egress, a.log)
+	a.Attempts = attempts.NewLog(a.JS, a.log)
+	a.DLQ = jobs.NewDeadLetters(a.JS)
+	a.Limits = limits.New(kv[natsx.BucketLimits])
+	a.Tenants = tenants.NewStore(kv[natsx.BucketTenants])
+	a.TenantsC = tenants.NewCache(kv[natsx.BucketTenants], a.log)
+	a.callbacks = callbacks.New(kv[natsx.BucketCallbacks], a.JS)
+	return nil
+}
+
+// startService starts one service of Config.Services; it runs until runCtx
+// ends.
+func (a *App) startService(ctx, runCtx context.Context, name string) error {
+	switch name {
+	case ServiceFanout:
+		f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
+			Callbacks: a.callbacks, Egress: a.Egress, Telemetry: a.Tel}, a.log, a.cfg.Fanout)
+		a.spawn(name, func() error { return f.Run(runCtx) })
+	case ServiceDelivery:
+		client := delivery.NewHTTPClient(a.cfg.Delivery.Timeout, a.Egress.DialContext, a.Tel.TracerProvider())
+		d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client,
+			Attempts: a.Attempts, Telemetry: a.Tel}, a.log, a.cfg.Delivery)
+		a.spawn(name, func() error { return d.Run(runCtx) })
+	case ServiceGateway:
+		return a.startGateway()
+	}
+	return nil
+}
+
+// startGateway listens on HTTPAddr and serves the API; its readiness
+// checks the consumers of the services this process runs.
+func (a *App) startGateway() error {
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http %s: %w", a.cfg.HTTPAddr, err)
+	}
+	a.httpLn = ln
+	gcfg := a.cfg.Gateway
+	gcfg.Consumers = map[string]string{}
+	for stream, consumer := range a.consumers() {
+		gcfg.Consumers[consumer] = stream
+	}
+	if gcfg.Keys.Empty() {
+		a.log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
+	}
+	g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,
+		Tenants: a.Tenants, Telemetry: a.Tel}, a.log, gcfg)
+	a.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	a.spawn(ServiceGateway, func() error { return gateway.Serve(a.http, ln, a.log) })
+	return nil
+}
+
+// consumers maps each stream this process consumes to its consumer's name,
+// as configured.
+func (a *App) consumers() map[string]string {
+	out := map[string]string{}
+	if slices.Contains(a.cfg.Services, ServiceFanout) {
+		out[natsx.StreamScanEvents] = fanout.ConsumerName(a.cfg.Fanout)
+	}
+	if slices.Contains(a.cfg.Services, ServiceDelivery) {
+		out[natsx.StreamDeliveries] = delivery.ConsumerName(a.cfg.Delivery)
+	}
+	return out
 }
 
 func (a *App) spawn(name string, run func() error) {
@@ -325,7 +371,9 @@ func (a *App) observe() error {
 	}
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		o.ObserveInt64(cacheSize, int64(a.Subs.Len()))
-		for stream, consumer := range map[string]string{natsx.StreamScanEvents: "fanout", natsx.StreamDeliveries: "delivery"} {
+		for stream, consumer := range map[string]string{
+			natsx.StreamScanEvents: fanout.ConsumerName(a.cfg.Fanout), natsx.StreamDeliveries: delivery.ConsumerName(a.cfg.Delivery),
+		} {
 			c, err := a.JS.Consumer(ctx, stream, consumer)
 			if err != nil {
 				continue // not created (yet) by any replica

@@ -145,6 +145,7 @@ func Tenant(e *event.Event) string {
 // the scanner sent.
 const (
 	HeaderRejectReason    = "Scanwire-Reject-Reason"
+	HeaderRejectCode      = "Scanwire-Reject-Code" // a RejectReason's String
 	HeaderOriginalSubject = "Scanwire-Original-Subject"
 	HeaderOriginalSeq     = "Scanwire-Original-Seq"
 )

@@ -4,6 +4,7 @@
 package jobs
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -68,7 +69,7 @@ func DedupeID(eventID, subscriptionID string) string { return eventID + "." + su
 
 // Msg encodes j as a NATS message ready to publish.
 func (j *Job) Msg() (*nats.Msg, error) {
-	b, err := json.Marshal(j)
+	b, err := encode(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.WebhookID, err)
 	}
@@ -76,6 +77,19 @@ func (j *Job) Msg() (*nats.Msg, error) {
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, DedupeID(j.EventID, j.SubscriptionID))
 	return m, nil
+}
+
+// encode is JSON without HTML escaping: the event a job carries reaches
+// receivers byte for byte, and json.Marshal would turn "<" inside it into
+// six bytes (it escapes inside a json.RawMessage too).
+func encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Decode reads a job from a message body.
@@ -94,6 +108,8 @@ func Decode(data []byte) (*Job, error) {
 // Replaying it publishes Job again, with the same webhook id.
 type DeadLetter struct {
 	Job Job `json:"job"`
+	// Code says why delivery stopped, for a program: "retries_exhausted".
+	Code Reason `json:"code"`
 	// Reason says why delivery stopped, for a person: "retries exhausted
 	// after 7 attempts", "subscription deleted"...
 	Reason string `json:"reason"`
@@ -121,7 +137,7 @@ func DLQSubject(tenant, subscriptionID string) string {
 // dead-lettering of the same delivery (after a crash between the DLQ write
 // and the term) store one entry.
 func (d *DeadLetter) Msg(deliverySeq uint64) (*nats.Msg, error) {
-	b, err := json.Marshal(d)
+	b, err := encode(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode dead letter %s: %w", d.Job.WebhookID, err)
 	}

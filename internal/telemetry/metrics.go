@@ -31,10 +31,10 @@ func newMetrics(m metric.Meter) (*Metrics, error) {
 		return c
 	}
 	x.EventsAccepted = counter("scanwire.events.accepted", "events that passed validation in fan-out")
-	x.EventsRejected = counter("scanwire.events.rejected", "events stored in REJECTED, by the field of the first problem")
+	x.EventsRejected = counter("scanwire.events.rejected", "events stored in REJECTED, by reason (bad_subject, undecodable, invalid, callback_url_refused)")
 	x.Deliveries = counter("scanwire.deliveries", "delivery attempts by outcome (delivered, retry, dead-lettered) and profile")
 	x.RetriesScheduled = counter("scanwire.retries.scheduled", "retries scheduled after a failed attempt")
-	x.DeadLetters = counter("scanwire.dead_letters", "jobs dead-lettered, by reason kind")
+	x.DeadLetters = counter("scanwire.dead_letters", "jobs dead-lettered, by reason (retries_exhausted, gone, egress_blocked, subscription_deleted, ...)")
 	x.LimitSuppressed = counter("scanwire.limit.suppressed", "finding deliveries suppressed by per-scan limits, by subscription")
 	if err != nil {
 		return nil, err

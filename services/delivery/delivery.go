@@ -1,24 +1,30 @@
-// Package delivery POSTs delivery jobs to subscribers. JetStream drives the
-// retries: a failed attempt is naked with the delay of the subscription's
-// schedule, and a job whose schedule is spent is dead-lettered.
+// Package delivery POSTs delivery jobs to subscribers. Each job is one
+// attempt: a 2xx acks it; a failure stores the next attempt as a JetStream
+// scheduled message due after the subscription's schedule delay (retry.go)
+// and acks this one; a job that can never succeed, or whose schedule is
+// spent, is copied to the DLQ with its reason and terminated
+// (deadletter.go). The consume loop in natsx settles every job from the
+// outcome handle returns; nothing here acks, naks or terms.
+//
+// Beside this file: http.go sends one attempt, endpoints.go keeps a slow
+// endpoint from taking the workers, health.go disables subscriptions whose
+// endpoint is gone or keeps failing and prunes expired secrets.
 package delivery
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/attempts"
@@ -104,6 +110,7 @@ func ConsumerName(cfg Config) string { return cfg.withDefaults().Consumer }
 type Delivery struct {
 	js        jetstream.JetStream
 	subs      *subscriptions.Cache
+	store     *subscriptions.Store
 	tenants   *tenants.Store
 	client    *http.Client
 	attempts  *attempts.Log
@@ -133,22 +140,23 @@ type Deps struct {
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
 	cfg = cfg.withDefaults()
 	log = log.With("service", "delivery")
-	return &Delivery{js: js, subs: d.Subs, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
+	return &Delivery{js: js, subs: d.Subs, store: d.Store, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
 		endpoints: newEndpoints(cfg.PerEndpoint), health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log},
 		log: log, cfg: cfg}
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
-// finish (bounded by Timeout) and are acked or naked as usual.
+// finish (bounded by Timeout) and are settled as usual.
 func (d *Delivery) Run(ctx context.Context) error {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       d.cfg.Consumer,
 		Description:   "scanwire delivery workers",
 		FilterSubject: "deliveries.>", // not the scheduled retries waiting their time
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		// Above the request timeout, so an attempt in progress is never
-		// handed to a second worker.
-		AckWait: 2*d.cfg.Timeout + 15*time.Second,
+		// The handler's deadline is derived from it (natsx.Consume): the
+		// slot wait and the attempt's timeout fit inside, so an attempt in
+		// progress is never handed to a second worker.
+		AckWait: d.ackWait(),
 		// The subscription's schedule is the cap, not the server: a
 		// server-side MaxDeliver would strand the job in the work queue
 		// without a dead letter.
@@ -164,62 +172,44 @@ func (d *Delivery) Run(ctx context.Context) error {
 		return nil
 	}
 	d.log.Info("delivery started", "consumer", d.cfg.Consumer, "workers", d.cfg.Workers, "timeout", d.cfg.Timeout)
-	err = natsx.Consume(ctx, cons, d.cfg.Workers, d.handle, d.log)
+	err = natsx.Consume(ctx, cons, d.handle, natsx.Options{Workers: d.cfg.Workers, JS: d.js, Log: d.log, Settled: d.settled})
 	d.log.Info("delivery stopped")
 	return err
 }
 
-func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
+// ackWait is the delivery consumer's AckWait: a slot wait, one attempt,
+// and ten seconds for the rest (recording, storing the next attempt).
+func (d *Delivery) ackWait() time.Duration { return d.cfg.SlotWait + d.cfg.Timeout + 10*time.Second }
+
+// handle makes one attempt at a job and says what becomes of it.
+func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 	meta, err := msg.Metadata()
 	if err != nil {
 		d.log.Error("message without metadata", "subject", msg.Subject(), "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+		return natsx.Failed(failMetadata, err)
 	}
 	job, err := jobs.Decode(msg.Data())
 	if err != nil {
-		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Reason: err.Error(), Raw: msg.Data()})
-		return
+		return d.deadLetter(ctx, meta, &jobs.DeadLetter{Code: jobs.ReasonUndecodable, Reason: err.Error(), Raw: msg.Data()})
 	}
 	// The attempt number travels in the job, not in JetStream's delivery
 	// count: a job deferred because its endpoint is busy, or handed back at
 	// a shutdown, has not been attempted.
 	attempt := job.Attempt + 1
-	log := d.log.With("webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant, "attempt", attempt)
-	ctx = events.ExtractTrace(ctx, msg.Headers())
-	ctx, span := d.tel.Tracer.Start(ctx, "deliver "+job.EventType, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-		attribute.String("scanwire.tenant", job.SourceTenant), attribute.String("scanwire.scan_id", job.ScanID),
-		attribute.String("scanwire.event_type", job.EventType), attribute.String("scanwire.event_id", job.EventID),
-		attribute.String("scanwire.subscription_id", job.SubscriptionID), attribute.String("scanwire.webhook_id", job.WebhookID),
-		attribute.Int("scanwire.attempt", attempt)))
+	ctx, span := d.startSpan(ctx, msg, job, attempt)
 	defer span.End()
 
-	sub, ok := d.subs.Get(job.Tenant, job.SubscriptionID)
-	if job.CallbackURL != "" {
-		if sub, err = d.callbackTarget(ctx, job); err != nil {
-			log.ErrorContext(ctx, "callback secret unavailable; will retry", "err", err)
-			_ = msg.NakWithDelay(5 * time.Second)
-			return
-		}
-		ok = true
+	sub, out, ok := d.target(ctx, meta, job)
+	if !ok {
+		return out
 	}
-	switch {
-	case !ok:
-		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription deleted", Attempts: job.Attempt})
-		return
-	case sub.Disabled:
-		d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{Job: *job, Reason: "subscription disabled: " + sub.DisabledReason, Attempts: job.Attempt})
-		return
-	}
-
 	d.health.pruneSecrets(ctx, sub)
 	release, ok := d.endpoints.acquire(ctx, sub.URL, d.cfg.SlotWait)
 	if !ok {
 		// The endpoint is stuck with its share of requests in flight: this
 		// job waits outside the workers, so it cannot take them all.
 		span.SetAttributes(attribute.Bool("scanwire.deferred", true))
-		_ = msg.NakWithDelay(d.cfg.DeferDelay + time.Duration(rand.Int64N(int64(d.cfg.DeferDelay))))
-		return
+		return natsx.DeferFor(d.cfg.DeferDelay+time.Duration(rand.Int64N(int64(d.cfg.DeferDelay))), deferCongested)
 	}
 	res := d.attempt(ctx, sub, job)
 	release()
@@ -227,108 +217,56 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) {
 	if !res.ok() {
 		span.SetStatus(codes.Error, res.describe())
 	}
-	outcome := attempts.OutcomeDelivered
-	defer func() {
-		attrs := metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("profile", sub.Profile))
-		d.tel.Metrics.Deliveries.Add(ctx, 1, attrs)
-		d.tel.Metrics.AttemptDuration.Record(ctx, res.latency.Seconds(), attrs)
-	}()
-
-	rec := attempts.Attempt{
-		Time: time.Now().UTC(), Tenant: job.Tenant, SubscriptionID: job.SubscriptionID, WebhookID: job.WebhookID,
-		EventID: job.EventID, EventType: job.EventType, Attempt: attempt, Status: res.status, Error: res.errString(),
-		LatencyMS: float64(res.latency.Microseconds()) / 1000, Response: string(res.body),
-	}
-	if res.ok() {
-		log.DebugContext(ctx, "delivered", "status", res.status, "latency", res.latency)
-		rec.Outcome = attempts.OutcomeDelivered
-		d.attempts.Record(rec)
-		d.health.succeeded(ctx, sub)
-		_ = msg.Ack()
-		return
-	}
-	if res.status == http.StatusGone {
-		d.health.gone(ctx, sub)
-	} else {
-		d.health.failed(ctx, sub)
-	}
-	schedule, jitter := sub.Schedule()
-	if !res.permanent && attempt <= len(schedule) {
-		delay := schedule[attempt-1]
-		if jitter {
-			delay += time.Duration(rand.Int64N(int64(delay)/5+1)) - delay/10 // ±10%
-		}
-		if res.retryAfter > 0 {
-			delay = res.retryAfter
-		}
-		log.WarnContext(ctx, "attempt failed; will retry", "status", res.status, "err", res.err, "retry_in", delay)
-		outcome = attempts.OutcomeRetry
-		rec.Outcome, rec.RetryIn = attempts.OutcomeRetry, delay.String()
-		d.tel.Metrics.RetriesScheduled.Add(ctx, 1)
-		d.attempts.Record(rec)
-		d.retryLater(ctx, msg, meta, job, attempt, delay)
-		return
-	}
-	outcome = attempts.OutcomeDead
-	rec.Outcome = attempts.OutcomeDead
-	d.attempts.Record(rec)
-	reason := fmt.Sprintf("retries exhausted after %d attempts: %s", attempt, res.describe())
-	if res.permanent {
-		reason = res.describe()
-	}
-	d.deadLetter(ctx, msg, meta, &jobs.DeadLetter{
-		Job: *job, Reason: reason, LastStatus: res.status, LastError: res.errString(), Attempts: attempt,
-	})
+	return d.conclude(ctx, msg, meta, sub, job, attempt, res)
 }
 
-// retryLater queues the next attempt as a scheduled message and acks this
-// one. Waiting retries are messages in the stream, not unacknowledged
-// deliveries, so thousands of them do not fill the consumer's
-// MaxAckPending and starve healthy endpoints. The copy is published before
-// the ack, under a dedupe id (this message's sequence): a crash in between
-// cannot lose the job, and the second copy is dropped by the server.
-func (d *Delivery) retryLater(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job, attempt int, delay time.Duration) {
-	next := *job
-	next.Attempt = attempt
-	m, err := next.Msg()
-	if err == nil {
-		// The retry keeps the job's trace context: its attempt is a
-		// sibling of this one, in the same trace.
-		for _, k := range []string{"traceparent", "tracestate"} {
-			if v := msg.Headers().Get(k); v != "" {
-				m.Header.Set(k, v)
-			}
-		}
-		target := m.Subject
-		m.Subject = jobs.RetrySubject(job.WebhookID, attempt)
-		// Keyed on this message, not just the webhook id and attempt: a
-		// replayed job lives its schedule again and its retries must not
-		// be dropped as copies of its first life's.
-		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s.%d", m.Subject, meta.Sequence.Stream))
-		// Schedules have one-second resolution: round up, never early.
-		at := time.Now().Add(delay + time.Second - 1).Truncate(time.Second)
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = d.js.PublishMsg(pctx, m, jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(target))
-		cancel()
-	}
-	if err != nil {
-		// The job stays in flight and comes back after the delay; the
-		// attempt is then made again under the same number.
-		d.log.Error("could not schedule the retry; falling back to a delayed nak", "webhook_id", job.WebhookID, "err", err)
-		_ = msg.NakWithDelay(delay)
-		return
-	}
-	_ = msg.Ack()
+// startSpan starts the job's consumer span, a child of the producer span
+// fan-out stored in its headers (retries keep it: see retry.go).
+func (d *Delivery) startSpan(ctx context.Context, msg jetstream.Msg, job *jobs.Job, attempt int) (context.Context, trace.Span) {
+	ctx = events.ExtractTrace(ctx, msg.Headers())
+	return d.tel.Tracer.Start(ctx, "deliver "+job.EventType, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		attribute.String("scanwire.tenant", job.SourceTenant), attribute.String("scanwire.scan_id", job.ScanID),
+		attribute.String("scanwire.event_type", job.EventType), attribute.String("scanwire.event_id", job.EventID),
+		attribute.String("scanwire.subscription_id", job.SubscriptionID), attribute.String("scanwire.webhook_id", job.WebhookID),
+		attribute.Int("scanwire.attempt", attempt)))
 }
 
-// reasonKind is a dead letter's reason reduced to a metric label.
-func reasonKind(reason string) string {
-	for _, k := range []string{"retries exhausted", "subscription deleted", "subscription disabled", "egress blocked", "HTTP 410"} {
-		if strings.HasPrefix(reason, k) {
-			return strings.ReplaceAll(k, " ", "_")
+// target finds whom the job goes to: its subscription, or for a per-scan
+// callback a stand-in made of the callback URL and the tenant's secret.
+// When there is no one to send to, ok is false and out says why.
+func (d *Delivery) target(ctx context.Context, meta *jetstream.MsgMetadata, job *jobs.Job) (sub *subscriptions.Subscription, out natsx.Outcome, ok bool) {
+	if job.CallbackURL != "" {
+		sub, err := d.callbackTarget(ctx, job)
+		if err != nil {
+			d.log.ErrorContext(ctx, "callback secret unavailable; will retry", "webhook_id", job.WebhookID, "err", err)
+			return nil, natsx.Failed(failCallbackSecret, err), false
+		}
+		return sub, out, true
+	}
+	sub, ok = d.subs.Get(job.Tenant, job.SubscriptionID)
+	if !ok && d.store != nil {
+		// The cache may not have seen a subscription created a moment ago
+		// (another replica's write): ask the store before giving up.
+		s, rev, err := d.store.Get(ctx, job.Tenant, job.SubscriptionID)
+		switch {
+		case err == nil:
+			sub, ok = s, true
+		case rev != 0: // stored, but not a document the pipeline serves
+			return nil, d.deadLetter(ctx, meta, &jobs.DeadLetter{Job: *job, Code: jobs.ReasonSubscriptionInvalid,
+				Reason: err.Error(), Attempts: job.Attempt}), false
+		case !errors.Is(err, subscriptions.ErrNotFound):
+			return nil, natsx.Failed(failStore, err), false
 		}
 	}
-	return "permanent"
+	switch {
+	case !ok:
+		return nil, d.deadLetter(ctx, meta, &jobs.DeadLetter{Job: *job, Code: jobs.ReasonSubscriptionDeleted,
+			Reason: "subscription deleted", Attempts: job.Attempt}), false
+	case sub.Disabled:
+		return nil, d.deadLetter(ctx, meta, &jobs.DeadLetter{Job: *job, Code: jobs.ReasonSubscriptionDisabled,
+			Reason: "subscription disabled: " + sub.DisabledReason, Attempts: job.Attempt}), false
+	}
+	return sub, out, true
 }
 
 // callbackTarget stands in a subscription for a per-scan callback: the
@@ -373,26 +311,4 @@ func (d *Delivery) attempt(ctx context.Context, sub *subscriptions.Subscription,
 	}
 	req.Header.Set("X-Scanwire-Tenant", source)
 	return post(ctx, d.client, sub.URL, req, d.cfg.Timeout, d.cfg.MaxResponseBody)
-}
-
-// deadLetter stores dl in DLQ and then terminates the job. The order
-// matters: on a work queue, term deletes the job, so it must be safe in
-// DLQ first. If the DLQ write fails the job is naked and tried again.
-func (d *Delivery) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, dl *jobs.DeadLetter) {
-	dl.DeadAt = time.Now().UTC()
-	m, err := dl.Msg(meta.Sequence.Stream)
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = d.js.PublishMsg(pctx, m)
-		cancel()
-	}
-	if err != nil {
-		d.log.Error("dead-letter failed; job kept for another try", "webhook_id", dl.Job.WebhookID, "err", err)
-		_ = msg.NakWithDelay(5 * time.Second)
-		return
-	}
-	d.log.WarnContext(ctx, "dead-lettered", "webhook_id", dl.Job.WebhookID, "subscription_id", dl.Job.SubscriptionID,
-		"tenant", dl.Job.Tenant, "reason", dl.Reason, "last_status", dl.LastStatus)
-	d.tel.Metrics.DeadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reasonKind(dl.Reason))))
-	_ = msg.Term()
 }

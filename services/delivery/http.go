@@ -18,6 +18,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/profiles"
 )
 
@@ -94,6 +95,17 @@ func (r result) describe() string {
 	return fmt.Sprintf("HTTP %d", r.status)
 }
 
+// reason names why a permanent failure can never succeed.
+func (r result) reason() jobs.Reason {
+	switch {
+	case r.status == http.StatusGone:
+		return jobs.ReasonGone
+	case errors.Is(r.err, egress.ErrBlocked):
+		return jobs.ReasonEgressBlocked
+	}
+	return jobs.ReasonUnsendable
+}
+
 func (r result) errString() string {
 	if r.err != nil {
 		return r.err.Error()
@@ -101,8 +113,12 @@ func (r result) errString() string {
 	return ""
 }
 
-// post sends one request and reads at most maxBody bytes of the answer.
+// post sends one request and reads at most maxBody bytes of the answer,
+// within timeout and ctx's deadline, whichever comes first.
 func post(ctx context.Context, client *http.Client, target string, req profiles.Request, timeout time.Duration, maxBody int64) result {
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(req.Body))
@@ -122,7 +138,7 @@ func post(ctx context.Context, client *http.Client, target string, req profiles.
 		case errors.Is(err, egress.ErrBlocked):
 			return result{err: err, latency: time.Since(start), permanent: true}
 		case errors.As(err, &te) && te.Timeout():
-			err = fmt.Errorf("timeout after %s", timeout)
+			err = fmt.Errorf("timeout after %s: %w", timeout.Round(time.Millisecond), err)
 		}
 		return result{err: err, latency: time.Since(start)}
 	}

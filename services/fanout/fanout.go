@@ -5,7 +5,6 @@ package fanout
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -92,14 +91,16 @@ func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
 }
 
 // Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
-// of its jobs are stored (or it is stored in REJECTED); on any failure it
-// is naked and comes back, and the jobs' dedupe ids keep a second pass
-// from doubling deliveries.
+// of its jobs are stored (or it is stored in REJECTED); on a failure of
+// ours it comes back after a backoff, and the jobs' dedupe ids keep a
+// second pass from doubling deliveries.
 func (f *Fanout) Run(ctx context.Context) error {
 	cons, err := f.js.CreateOrUpdateConsumer(ctx, natsx.StreamScanEvents, jetstream.ConsumerConfig{
-		Durable:       f.cfg.Consumer,
-		Description:   "scanwire fan-out",
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		Durable:     f.cfg.Consumer,
+		Description: "scanwire fan-out",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		// Every wait of the handler (limits, callbacks, the jobs' acks)
+		// ends before it: see natsx.Consume.
 		AckWait:       f.cfg.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 4 * f.cfg.Workers,
@@ -113,7 +114,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		return nil
 	}
 	f.log.Info("fan-out started", "consumer", f.cfg.Consumer, "workers", f.cfg.Workers)
-	err = natsx.Consume(ctx, cons, f.cfg.Workers, f.handle, f.log)
+	err = natsx.Consume(ctx, cons, f.handle, natsx.Options{Workers: f.cfg.Workers, JS: f.js, Log: f.log, Settled: f.settled})
 	f.log.Info("fan-out stopped")
 	return err
 }
@@ -132,69 +133,93 @@ type incoming struct {
 	structured []byte // the event in structured JSON, as jobs carry it
 }
 
-func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
+// failure names a failure of ours that sends an event back for a retry.
+type failure int
+
+const (
+	failMetadata failure = iota + 1
+	failCallbacks
+	failLimits
+	failJobs
+)
+
+func (r failure) String() string {
+	switch r {
+	case failMetadata:
+		return "metadata_unreadable"
+	case failCallbacks:
+		return "callbacks_unavailable"
+	case failLimits:
+		return "limits_unavailable"
+	case failJobs:
+		return "jobs_not_stored"
+	}
+	return fmt.Sprintf("failure(%d)", int(r))
+}
+
+// handle decides one event's fate: rejected with its reason, fanned out,
+// or sent back after a failure of ours.
+func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 	ctx = events.ExtractTrace(ctx, msg.Headers())
 	ctx, span := f.tel.Tracer.Start(ctx, "fanout "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject())))
 	defer span.End()
 
-	in, err := f.read(msg)
+	in, reason, err := f.read(msg)
 	if in.e != nil {
 		span.SetAttributes(attribute.String("scanwire.tenant", events.Tenant(in.e)), attribute.String("scanwire.scan_id", in.e.Subject()),
 			attribute.String("scanwire.event_type", in.e.Type()), attribute.String("scanwire.event_id", in.e.ID()))
 	}
 	if err != nil {
-		span.SetStatus(codes.Error, "rejected")
-		f.reject(ctx, msg, in.addr.Tenant, err)
-		return
+		span.SetStatus(codes.Error, "rejected: "+reason.String())
+		return f.reject(ctx, msg, in.addr.Tenant, reason, err)
 	}
 	f.tel.Metrics.EventsAccepted.Add(ctx, 1, metric.WithAttributes(attribute.String("type", in.e.Type())))
 	if err := f.pairCallback(ctx, in); err != nil {
-		f.retry(ctx, msg, fmt.Errorf("callback of %s: %w", in.e.ID(), err))
-		return
+		return f.fail(ctx, span, msg, failCallbacks, fmt.Errorf("callback of %s: %w", in.e.ID(), err))
 	}
-	if err := f.fanOut(ctx, in); err != nil {
-		span.SetStatus(codes.Error, err.Error())
-		f.retry(ctx, msg, fmt.Errorf("fan out %s: %w", in.e.ID(), err))
-		return
+	subs, err := f.admit(ctx, f.match(in), in)
+	if err != nil {
+		return f.fail(ctx, span, msg, failLimits, fmt.Errorf("limits of %s: %w", in.e.ID(), err))
 	}
-	_ = msg.Ack()
+	if err := f.queue(ctx, in, subs); err != nil {
+		return f.fail(ctx, span, msg, failJobs, fmt.Errorf("fan out %s: %w", in.e.ID(), err))
+	}
+	return natsx.Finished()
 }
 
-// read decodes and validates a message. An error is the event's fault:
-// the caller rejects it. A callback_url the egress policy would never
-// deliver to is refused with its event.
-func (f *Fanout) read(msg jetstream.Msg) (*incoming, error) {
+// read decodes and validates a message. An error is the event's fault,
+// named by the reason: the caller rejects it. A callback_url the egress
+// policy would never deliver to is refused with its event.
+func (f *Fanout) read(msg jetstream.Msg) (*incoming, events.RejectReason, error) {
 	in := &incoming{}
 	var err error
 	if in.addr, err = events.ParseSubject(msg.Subject()); err != nil {
-		return in, err
+		return in, events.RejectBadSubject, err
 	}
 	if in.e, err = events.FromMsg(msg.Headers(), msg.Data()); err != nil {
-		return in, err
+		return in, events.RejectUndecodable, err
 	}
 	if err := events.Validate(in.addr, in.e); err != nil {
-		return in, err
+		return in, events.RejectInvalid, err
 	}
 	_ = json.Unmarshal(in.e.Data(), &in.data) // valid: the fields have their schema's types
 	if u := in.data.CallbackURL; u != "" && in.e.Type() == events.TypeScanStarted && f.egress != nil {
 		if err := f.egress.CheckURLStatic(u); err != nil {
-			return in, &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
+			return in, events.RejectCallbackURL, &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
 		}
 	}
-	in.structured, err = json.Marshal(in.e)
-	return in, err
+	if in.structured, err = json.Marshal(in.e); err != nil {
+		return in, events.RejectUndecodable, err
+	}
+	return in, 0, nil
 }
 
-// fanOut stores one job per matching subscription and waits until the
-// server has confirmed every one.
-func (f *Fanout) fanOut(ctx context.Context, in *incoming) error {
-	mctx, span := f.tel.Tracer.Start(ctx, "match")
-	subs, err := f.admit(mctx, f.match(in), in)
-	span.SetAttributes(attribute.Int("scanwire.matches", len(subs)))
-	span.End()
-	if err != nil || len(subs) == 0 {
-		return err
+// queue stores one job per admitted subscription and waits until the
+// server has confirmed every one (within ctx: the event's AckWait).
+func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.Subscription) error {
+	if len(subs) == 0 {
+		return nil
 	}
 	e, now := in.e, time.Now().UTC()
 	acks := make([]jetstream.PubAckFuture, 0, len(subs))
@@ -220,7 +245,7 @@ func (f *Fanout) fanOut(ctx context.Context, in *incoming) error {
 			trace.WithAttributes(attribute.String("scanwire.subscription_id", s.ID), attribute.String("scanwire.webhook_id", j.WebhookID)))
 		events.Propagator.Inject(jctx, natsx.HeaderCarrier(m.Header))
 		jspan.End()
-		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
+		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait(ctx)))
 		if err != nil {
 			return fmt.Errorf("queue job for %s: %w", s.ID, err)
 		}
@@ -275,6 +300,9 @@ func (f *Fanout) pairCallback(ctx context.Context, in *incoming) error {
 // any job is published and is the same every time the event is seen, so a
 // redelivered event is admitted (or suppressed) again, never counted twice.
 func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, in *incoming) ([]*subscriptions.Subscription, error) {
+	ctx, span := f.tel.Tracer.Start(ctx, "match")
+	defer span.End()
+	span.SetAttributes(attribute.Int("scanwire.matches", len(subs)))
 	if !events.IsFinding(in.e.Type()) || len(subs) == 0 {
 		return subs, nil
 	}
@@ -301,33 +329,41 @@ func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, 
 	return out, nil
 }
 
+// waitAcks waits for the server to confirm every job, until ctx's deadline
+// (derived from the event's AckWait).
 func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
 	for _, a := range acks {
 		select {
 		case <-a.Ok():
 		case err := <-a.Err():
 			return fmt.Errorf("store job: %w", err)
-		case <-timeout.C:
-			return fmt.Errorf("store job: no ack from the server in 30s")
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("store job: no ack from the server in time: %w", ctx.Err())
 		}
 	}
 	return nil
 }
 
-// reject stores an invalid event in REJECTED with its reason, then acks
-// it: an invalid event is never retried forever and never lost.
-func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, reason error) {
+// stallWait is how long an async publish may wait for room in the window:
+// at most 5s, and never past ctx's deadline.
+func stallWait(ctx context.Context) time.Duration {
+	wait := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		wait = max(min(wait, time.Until(d)), time.Millisecond)
+	}
+	return wait
+}
+
+// reject answers an invalid event: its copy goes to REJECTED with the
+// reason, then the event is terminated. An invalid event is never retried
+// forever and never lost.
+func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, reason events.RejectReason, err error) natsx.Outcome {
 	if !events.ValidToken(tenant) {
 		tenant = "_invalid"
 	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		f.retry(ctx, msg, fmt.Errorf("reject: %w", err))
-		return
+	meta, merr := msg.Metadata()
+	if merr != nil {
+		return natsx.Failed(failMetadata, merr)
 	}
 	rm := nats.NewMsg(events.RejectedSubject(tenant))
 	for k, v := range msg.Headers() {
@@ -337,35 +373,28 @@ func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, r
 		}
 	}
 	rm.Data = msg.Data()
-	rm.Header.Set(events.HeaderRejectReason, reason.Error())
+	rm.Header.Set(events.HeaderRejectReason, err.Error())
+	rm.Header.Set(events.HeaderRejectCode, reason.String())
 	rm.Header.Set(events.HeaderOriginalSubject, msg.Subject())
 	seq := strconv.FormatUint(meta.Sequence.Stream, 10)
 	rm.Header.Set(events.HeaderOriginalSeq, seq)
 	rm.Header.Set(nats.MsgIdHdr, "rejected."+seq)
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := f.js.PublishMsg(pctx, rm); err != nil {
-		f.retry(ctx, msg, fmt.Errorf("store rejected event: %w", err))
-		return
-	}
-	f.log.InfoContext(ctx, "event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.Error())
-	field := "encoding"
-	var ie *events.InvalidError
-	if errors.As(reason, &ie) && len(ie.Problems) > 0 {
-		field = ie.Problems[0].Field
-	}
-	f.tel.Metrics.EventsRejected.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", field)))
-	_ = msg.Ack()
+	f.log.InfoContext(ctx, "event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.String(), "err", err.Error())
+	return natsx.RejectAs(reason, err, rm)
 }
 
-// retry hands an event back after a failure of ours (not the event's),
-// later each time, so a NATS outage is not a hot loop.
-func (f *Fanout) retry(ctx context.Context, msg jetstream.Msg, err error) {
-	n := uint64(1)
-	if meta, merr := msg.Metadata(); merr == nil {
-		n = meta.NumDelivered
+// fail sends an event back after a failure of ours (not the event's); the
+// consume loop waits longer each time, so a NATS outage is not a hot loop.
+func (f *Fanout) fail(ctx context.Context, span trace.Span, msg jetstream.Msg, reason failure, err error) natsx.Outcome {
+	span.SetStatus(codes.Error, err.Error())
+	f.log.WarnContext(ctx, "event will be retried", "subject", msg.Subject(), "reason", reason.String(), "err", err)
+	return natsx.Failed(reason, err)
+}
+
+// settled counts what became of each event once the consume loop has
+// settled it.
+func (f *Fanout) settled(ctx context.Context, _ jetstream.Msg, o natsx.Outcome, err error) {
+	if err == nil && o.Verdict() == natsx.Reject {
+		f.tel.Metrics.EventsRejected.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", o.Reason().String())))
 	}
-	delay := min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
-	f.log.WarnContext(ctx, "event will be retried", "subject", msg.Subject(), "delay", delay, "err", err)
-	_ = msg.NakWithDelay(delay)
 }
