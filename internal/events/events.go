@@ -53,15 +53,34 @@ func Known(t string) bool {
 // IsFinding reports whether t is a finding event, the kind limits count.
 func IsFinding(t string) bool { return t == TypeFindingHigh || t == TypeFindingMedium }
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+// MaxTokenLen is the longest tenant or scan id, in characters. Both
+// become tokens of NATS subjects (scans.<tenant>.<scan_id>.<kind>) and of
+// KV keys, and a tenant accepted here must be one a subscription and a
+// tenant record can name. The JSON schemas cannot import Go, so they state
+// the same number in their tenant and scan id rules; a test holds them to
+// this constant. Event ids, which are not subject tokens, are held to the
+// same length.
+const MaxTokenLen = 128
+
+var tokenRE = regexp.MustCompile(fmt.Sprintf(`^[A-Za-z0-9_-]{1,%d}$`, MaxTokenLen))
 
 // ValidToken reports whether s may be used as one token of a NATS subject.
 func ValidToken(s string) bool { return tokenRE.MatchString(s) }
 
+// BadToken says what is wrong with s as a subject token, for a message
+// about a tenant or scan id: `"a.b" must be 1-128 characters of ...`. It
+// returns "" for a valid token.
+func BadToken(s string) string {
+	if ValidToken(s) {
+		return ""
+	}
+	return fmt.Sprintf("%q must be 1-%d characters of A-Z, a-z, 0-9, '_' or '-'", s, MaxTokenLen)
+}
+
 // CheckToken returns a user-facing error when s is not a valid subject token.
 func CheckToken(field, s string) error {
-	if !ValidToken(s) {
-		return fmt.Errorf("%s: %q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-' (it becomes a NATS subject token)", field, s)
+	if p := BadToken(s); p != "" {
+		return fmt.Errorf("%s: %s (it becomes a NATS subject token)", field, p)
 	}
 	return nil
 }

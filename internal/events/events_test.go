@@ -2,10 +2,14 @@ package events
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/scanwire/scanwire/schemas"
 )
 
 func TestBinaryRoundTrip(t *testing.T) {
@@ -131,4 +135,74 @@ func FuzzDecodeAndValidate(f *testing.F) {
 			t.Errorf("valid event does not encode: %v", err)
 		}
 	})
+}
+
+// TestTokenLengthAgreesWithSchemas: the JSON schemas cannot import Go, so
+// they state MaxTokenLen literally; this holds every tenant and scan id
+// rule in them to the constant and to the very expression ValidToken uses.
+func TestTokenLengthAgreesWithSchemas(t *testing.T) {
+	want := fmt.Sprintf("^[A-Za-z0-9_-]{1,%d}$", MaxTokenLen)
+	if tokenRE.String() != want {
+		t.Errorf("ValidToken uses %s, want %s", tokenRE, want)
+	}
+	type rule struct {
+		Pattern   string `json:"pattern"`
+		MaxLength int    `json:"maxLength"` // 0 when absent
+	}
+	var sub struct {
+		Properties struct {
+			Tenant rule `json:"tenant"`
+			Filter struct {
+				Properties struct {
+					ScanID rule `json:"scan_id"`
+				} `json:"properties"`
+			} `json:"filter"`
+		} `json:"properties"`
+	}
+	read := func(name string, into any) {
+		raw, ok := schemas.Source(name)
+		if !ok {
+			t.Fatalf("no schema %s", name)
+		}
+		if err := json.Unmarshal(raw, into); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	read(schemas.Subscription, &sub)
+	if p := sub.Properties.Tenant.Pattern; p != want {
+		t.Errorf("%s: tenant pattern %s, want %s", schemas.Subscription, p, want)
+	}
+	// filter.scan_id may be "" (no filter), so it states only the length.
+	if m := sub.Properties.Filter.Properties.ScanID.MaxLength; m != MaxTokenLen {
+		t.Errorf("%s: filter.scan_id maxLength %v, want %d", schemas.Subscription, m, MaxTokenLen)
+	}
+	for _, name := range []string{schemas.ScanStarted, schemas.ScanFinished, schemas.Finding} {
+		var data struct {
+			Properties struct {
+				ScanID rule `json:"scan_id"`
+			} `json:"properties"`
+		}
+		read(name, &data)
+		if p := data.Properties.ScanID.Pattern; p != want {
+			t.Errorf("%s: scan_id pattern %s, want %s", name, p, want)
+		}
+	}
+}
+
+func TestTokenLength(t *testing.T) {
+	if !ValidToken(strings.Repeat("a", MaxTokenLen)) || ValidToken(strings.Repeat("a", MaxTokenLen+1)) || ValidToken("") {
+		t.Errorf("ValidToken does not take 1 to %d characters", MaxTokenLen)
+	}
+	long := strings.Repeat("a", MaxTokenLen+1)
+	if p := BadToken(long); !strings.Contains(p, fmt.Sprintf(" must be 1-%d characters", MaxTokenLen)) {
+		t.Errorf("BadToken(%d characters) = %q", MaxTokenLen+1, p)
+	}
+	if p := BadToken("acme"); p != "" {
+		t.Errorf("BadToken(acme) = %q, want none", p)
+	}
+	e := New(long, "//s", TypeScanStarted, "s1", []byte(`{"scan_id":"s1","target":"t"}`))
+	err := Validate(Address{long, "s1", "started"}, &e)
+	if err == nil || !strings.Contains(err.Error(), "tenant: "+BadToken(long)) {
+		t.Errorf("an over-long tenant: %v", err)
+	}
 }

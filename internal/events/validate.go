@@ -77,8 +77,8 @@ func (v *validator) attributes(e *event.Event) {
 	switch id := e.ID(); {
 	case id == "":
 		v.add("id", "missing; set a unique id per event (it is the dedupe key), e.g. a UUID or ULID")
-	case len(id) > 128 || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
-		v.add("id", "must be 1-128 printable ASCII characters without spaces")
+	case len(id) > MaxTokenLen || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+		v.add("id", "must be 1-%d printable ASCII characters without spaces", MaxTokenLen)
 	}
 	if e.Source() == "" {
 		v.add("source", "missing; name the scanner as a URI-reference, e.g. //scanners/zap-eu-1")
@@ -91,13 +91,13 @@ func (v *validator) attributes(e *event.Event) {
 	}
 	if s := e.Subject(); s == "" {
 		v.add("subject", "missing; set it to the scan id")
-	} else if !ValidToken(s) {
-		v.add("subject", "scan id %q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", s)
+	} else if p := BadToken(s); p != "" {
+		v.add("subject", "scan id %s", p)
 	}
 	if t := Tenant(e); t == "" {
 		v.add("tenant", "missing extension attribute; set ce-tenant to the tenant id")
-	} else if !ValidToken(t) {
-		v.add("tenant", "%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", t)
+	} else if p := BadToken(t); p != "" {
+		v.add("tenant", "%s", p)
 	}
 	if ct := e.DataContentType(); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != event.ApplicationJSON {

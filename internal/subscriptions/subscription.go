@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,48 +105,166 @@ func NewID() string { return "sub_" + ulid.Make().String() }
 // Key is the KV key of a subscription.
 func Key(tenant, id string) string { return tenant + "." + id }
 
-// Parse decodes a stored or submitted document and validates it by schema
-// and by meaning.
+// Parse decodes a stored or submitted document and validates it: Decode,
+// then Validate. These are the same checks a write passes, so a document
+// the store accepted is never refused when read back.
 func Parse(doc []byte) (*Subscription, error) {
-	if err := schemas.Validate(schemas.Subscription, doc); err != nil {
-		var se *schemas.Error
-		if !errors.As(err, &se) {
-			return nil, err
-		}
-		ve := &ValidationError{}
-		for _, v := range se.Violations {
-			field := strings.ReplaceAll(strings.TrimPrefix(v.Pointer, "/"), "/", ".")
-			if field == "" {
-				field = "(document)"
-			}
-			ve.Fields = append(ve.Fields, &FieldError{Field: field, Message: v.Message})
-		}
-		return nil, ve
+	s, err := Decode(doc)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Decode checks a document as written against the schema, the one check
+// that sees unknown, missing or mistyped fields (a Subscription cannot
+// hold them), and decodes it. It leaves meaning to Validate: a document
+// submitted for creation has no id, profile or secret until the store
+// fills them in.
+func Decode(doc []byte) (*Subscription, error) {
+	if err := schemaErrors(doc); err != nil {
+		return nil, err
 	}
 	var s Subscription
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return nil, &ValidationError{Fields: []*FieldError{{Field: "(document)", Message: err.Error()}}}
-	}
-	if err := s.Validate(); err != nil {
-		return nil, err
+		// The schema passed, so what is left is a value the Go type
+		// cannot hold, such as 1.0 for an integer field.
+		field := "(document)"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			field = te.Field
+		}
+		return nil, &ValidationError{Fields: []*FieldError{{Field: field, Message: err.Error()}}}
 	}
 	return &s, nil
 }
 
-// Validate checks what the schema cannot: event types known, durations
-// positive, the URL usable, secrets fit for the profile.
+// Validate is the one check of a subscription: the store runs it before
+// every write and Parse after every read. It holds the document as it
+// will be stored against the schema (lengths, patterns, the profile's
+// name, no repeated event types), then checks what the schema cannot:
+// event types known, durations positive, the URL usable, secrets fit for
+// the profile. Every problem is reported, each under its field ("events[1]",
+// "secrets[0].secret"); where the schema already refused a field, the
+// meaning checks say nothing more of it.
 func (s *Subscription) Validate() error {
+	doc, err := json.Marshal(s)
+	if err != nil { // a NaN, say, which JSON cannot carry
+		return &ValidationError{Fields: []*FieldError{{Field: "(document)", Message: err.Error()}}}
+	}
 	ve := &ValidationError{}
+	if err := schemaErrors(doc); err != nil {
+		var sve *ValidationError
+		if !errors.As(err, &sve) {
+			return err
+		}
+		ve.Fields = sve.Fields
+	}
+	refused := map[string]bool{}
+	for _, f := range ve.Fields {
+		refused[f.Field] = true
+	}
+	for _, f := range s.meaning() {
+		if !refused[f.Field] {
+			ve.Fields = append(ve.Fields, f)
+		}
+	}
+	if len(ve.Fields) > 0 {
+		return ve
+	}
+	return nil
+}
+
+// MarshalJSON writes missing lists as [] rather than null: the schema
+// wants arrays there, and a document without events or secrets lacks
+// them rather than being malformed. The store writes this form and
+// Validate checks it. "<", ">" and "&" are left unescaped; an encoder
+// that wants them escaped escapes them in what this returns.
+func (s Subscription) MarshalJSON() ([]byte, error) {
+	type plain Subscription // the same fields without this method
+	p := plain(s)
+	if p.Events == nil {
+		p.Events = []string{}
+	}
+	if p.Secrets == nil {
+		p.Secrets = []Secret{}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// schemaErrors validates doc against the subscription schema and returns
+// nil or a *ValidationError naming each field as Validate's meaning checks
+// do.
+func schemaErrors(doc []byte) error {
+	err := schemas.Validate(schemas.Subscription, doc)
+	if err == nil {
+		return nil
+	}
+	var se *schemas.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	var tree any // to tell arrays from objects; invalid JSON has only the root pointer
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber() // a number too large for a float64 still decodes
+	_ = dec.Decode(&tree)
+	ve := &ValidationError{}
+	for _, v := range se.Violations {
+		ve.Fields = append(ve.Fields, &FieldError{Field: fieldPath(tree, v.Pointer), Message: v.Message})
+	}
+	return ve
+}
+
+// fieldPath turns a JSON pointer into doc ("/secrets/0/secret") into a
+// field path ("secrets[0].secret"): array elements in brackets, object
+// members after dots, the root as "(document)". The document tells an
+// index from a member named by digits.
+func fieldPath(doc any, pointer string) string {
+	if pointer == "" {
+		return "(document)"
+	}
+	var b strings.Builder
+	at := doc
+	for _, tok := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch v := at.(type) {
+		case []any:
+			b.WriteString("[" + tok + "]")
+			if i, err := strconv.Atoi(tok); err == nil && i >= 0 && i < len(v) {
+				at = v[i]
+			} else {
+				at = nil
+			}
+		default:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(tok)
+			m, _ := v.(map[string]any)
+			at = m[tok]
+		}
+	}
+	return b.String()
+}
+
+// meaning checks what the schema cannot say. Rules the schema states (the
+// id's and tenant's form, the profile's name, ranges of numbers) are not
+// repeated here.
+func (s *Subscription) meaning() []*FieldError {
+	var out []*FieldError
 	add := func(field, format string, args ...any) {
-		ve.Fields = append(ve.Fields, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
-	}
-	if !strings.HasPrefix(s.ID, "sub_") {
-		add("id", "%q must be sub_<ULID>; omit it on create and one is generated", s.ID)
-	}
-	if err := events.CheckToken("tenant", s.Tenant); err != nil {
-		add("tenant", "%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", s.Tenant)
+		out = append(out, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
 	if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		add("url", "%q must be an absolute https:// URL", s.URL)
@@ -162,24 +281,14 @@ func (s *Subscription) Validate() error {
 			add(fmt.Sprintf("filter.targets[%d]", i), "%q is not a valid glob: %v", g, err)
 		}
 	}
-	if s.Filter.MinCVSS < 0 || s.Filter.MinCVSS > 10 {
-		add("filter.min_cvss", "%v must be between 0 and 10", s.Filter.MinCVSS)
-	}
-	if s.Limits.FindingsPerScan < 0 {
-		add("limits.findings_per_scan", "%d must be >= 0 (0 means the default, %d)", s.Limits.FindingsPerScan, DefaultFindingsPerScan)
-	}
-	if s.Limits.FindingsPerType < 0 {
-		add("limits.findings_per_type", "%d must be >= 0 (0 means the default, %d)", s.Limits.FindingsPerType, DefaultFindingsPerType)
-	}
 	for i, d := range s.Retry.Schedule {
 		if v, err := time.ParseDuration(d); err != nil || v <= 0 {
 			add(fmt.Sprintf("retry.schedule[%d]", i), "%q must be a positive duration such as 30s, 5m or 2h", d)
 		}
 	}
-	p, ok := profiles.Lookup(s.Profile)
-	if !ok {
-		add("profile", "unknown profile %q; use one of %s", s.Profile, strings.Join(profiles.Names(), ", "))
-	} else {
+	// An unknown profile is the schema's to report (its enum lists the
+	// profiles); what a profile asks of secrets and events is checked here.
+	if p, ok := profiles.Lookup(s.Profile); ok {
 		if len(s.Secrets) == 0 && !p.AllowsUnsigned() {
 			add("secrets", "profile %s signs every delivery; omit secrets on create and one is generated", s.Profile)
 		}
@@ -195,10 +304,7 @@ func (s *Subscription) Validate() error {
 			}
 		}
 	}
-	if len(ve.Fields) > 0 {
-		return ve
-	}
-	return nil
+	return out
 }
 
 // validPattern reports whether p is an event type or a wildcard over

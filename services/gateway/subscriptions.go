@@ -10,7 +10,6 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/subscriptions"
-	"github.com/scanwire/scanwire/schemas"
 )
 
 // subscriptionError answers a store error with its status: 422 for a bad
@@ -100,37 +99,21 @@ func (g *Gateway) createSubscription(w http.ResponseWriter, r *http.Request, c c
 		}
 	}
 	body, _ = json.Marshal(doc)
-	if err := schemas.Validate(schemas.Subscription, body); err != nil {
-		g.subscriptionError(w, schemaError(err))
+	// Decode holds the body to the schema, which alone sees unknown
+	// fields; Create then runs Validate, the check every write and read
+	// of a subscription passes.
+	s, err := subscriptions.Decode(body)
+	if err != nil {
+		g.subscriptionError(w, err)
 		return
 	}
-	var s subscriptions.Subscription
-	if err := json.Unmarshal(body, &s); err != nil {
-		writeError(w, http.StatusBadRequest, "", err.Error())
-		return
-	}
-	created, err := g.store.Create(r.Context(), s)
+	created, err := g.store.Create(r.Context(), *s)
 	if err != nil {
 		g.subscriptionError(w, err)
 		return
 	}
 	w.Header().Set("Location", "/v1/subscriptions/"+created.ID)
 	writeJSON(w, http.StatusCreated, created) // the one time the secret is shown
-}
-
-// schemaError turns a schema failure into the store's error type, so both
-// read the same to a client.
-func schemaError(err error) error {
-	var se *schemas.Error
-	if !errors.As(err, &se) {
-		return err
-	}
-	ve := &subscriptions.ValidationError{}
-	for _, v := range se.Violations {
-		field := strings.ReplaceAll(strings.TrimPrefix(v.Pointer, "/"), "/", ".")
-		ve.Fields = append(ve.Fields, &subscriptions.FieldError{Field: field, Message: v.Message})
-	}
-	return ve
 }
 
 func (g *Gateway) getSubscription(w http.ResponseWriter, r *http.Request, c caller) {
