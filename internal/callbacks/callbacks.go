@@ -7,7 +7,6 @@ package callbacks
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/kvdoc"
 )
 
 // Record is what is known of one scan's callback, key <tenant>.<scan_id>
@@ -55,54 +55,26 @@ func (r *Registry) Finished(ctx context.Context, tenant, scanID, eventID string,
 	})
 }
 
-// change applies edit with compare-and-swap and, once the record has both
-// a URL and the finished event, queues the delivery. The job is published
-// before the record says so, under a dedupe id of the scan (not of the
-// event): a crash in between publishes it again, and two replicas racing
-// on two scan.finished events of one scan publish twice; either way the
-// server keeps one.
+// change applies edit to the scan's record with compare-and-swap
+// (kvdoc.Change) and, once the record has both a URL and the finished
+// event, queues the delivery. The job is published before the record says
+// so, under a dedupe id of the scan (not of the event): a crash in
+// between publishes it again, a lost compare-and-swap runs the whole edit
+// (and the publish) again on the newer record, and two replicas racing on
+// two scan.finished events of one scan publish twice; in every case the
+// server keeps one. A record that edit leaves as it was is not written.
 func (r *Registry) change(ctx context.Context, tenant, scanID string, edit func(*Record)) error {
-	key := tenant + "." + scanID
-	for range 50 {
-		var rec Record
-		var rev uint64
-		e, err := r.kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("read callback %s: %w", key, err)
-		default:
-			rev = e.Revision()
-			if err := json.Unmarshal(e.Value(), &rec); err != nil {
-				return fmt.Errorf("callback %s is corrupt: %w", key, err)
-			}
-		}
-		before, _ := json.Marshal(rec)
-		edit(&rec)
+	_, _, err := kvdoc.Change(ctx, r.kv, tenant+"."+scanID, func(rec *Record, _ bool) error {
+		edit(rec)
 		if rec.URL != "" && rec.Finished != nil && !rec.Queued {
-			if err := r.queue(ctx, tenant, scanID, &rec); err != nil {
+			if err := r.queue(ctx, tenant, scanID, rec); err != nil {
 				return err
 			}
 			rec.Queued = true
 		}
-		after, _ := json.Marshal(rec)
-		if string(before) == string(after) {
-			return nil
-		}
-		if rev == 0 {
-			_, err = r.kv.Create(ctx, key, after)
-		} else {
-			_, err = r.kv.Update(ctx, key, after, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("write callback %s: %w", key, err)
-		}
 		return nil
-	}
-	return fmt.Errorf("callback %s.%s: too much contention, will retry", tenant, scanID)
+	})
+	return err
 }
 
 func (r *Registry) queue(ctx context.Context, tenant, scanID string, rec *Record) error {

@@ -8,12 +8,12 @@ package limits
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/kvdoc"
 )
 
 // maxRemembered bounds how many suppressed event ids a record keeps to make
@@ -52,48 +52,39 @@ func Key(tenant, subscriptionID, scanID string) string {
 
 // Admit decides whether a finding event passes the limits of one
 // subscription for its scan, and records the decision. Asked again about
-// the same event, it gives the same answer and counts nothing twice.
+// the same event, it gives the same answer and counts nothing twice. The
+// decision is made on the record as stored and written with
+// compare-and-swap (kvdoc.Change): when another replica decided meanwhile,
+// it is made again on that replica's record. Under too much contention the
+// error wraps kvdoc.ErrContention and the event should be handled again
+// later.
 func (l *Limiter) Admit(ctx context.Context, key string, perScan, perType int, eventID, findingType string) (Decision, error) {
-	for range 50 {
-		entry, err := l.kv.Get(ctx, key)
-		var rec Record
-		var rev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return Decision{}, fmt.Errorf("read limits %s: %w", key, err)
-		default:
-			rev = entry.Revision()
-			if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-				return Decision{}, fmt.Errorf("limits %s is corrupt: %w", key, err)
-			}
-		}
-		if _, ok := rec.Admitted[eventID]; ok {
-			return Decision{Admitted: true}, nil
-		}
-		if t, ok := rec.Suppressed[eventID]; ok {
-			return Decision{Reason: rec.reason(perScan, perType, t)}, nil
-		}
-		d := Decision{Admitted: true}
-		if r := rec.reason(perScan, perType, findingType); r != "" {
-			d = Decision{Reason: r}
-		}
-		rec.add(eventID, findingType, d.Admitted)
-		b, _ := json.Marshal(rec)
-		if rev == 0 {
-			_, err = l.kv.Create(ctx, key, b)
-		} else {
-			_, err = l.kv.Update(ctx, key, b, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue // another replica decided meanwhile: decide again on its state
-		}
-		if err != nil {
-			return Decision{}, fmt.Errorf("write limits %s: %w", key, err)
-		}
-		return d, nil
+	var d Decision
+	_, _, err := kvdoc.Change(ctx, l.kv, key, func(rec *Record, _ bool) error {
+		d = rec.decide(perScan, perType, eventID, findingType)
+		return nil
+	})
+	if err != nil {
+		return Decision{}, err
 	}
-	return Decision{}, fmt.Errorf("limits %s: too much contention, will retry", key)
+	return d, nil
+}
+
+// decide answers for one event and records a new decision in r. An event
+// already decided keeps its answer and leaves r as it is.
+func (r *Record) decide(perScan, perType int, eventID, findingType string) Decision {
+	if _, ok := r.Admitted[eventID]; ok {
+		return Decision{Admitted: true}
+	}
+	if t, ok := r.Suppressed[eventID]; ok {
+		return Decision{Reason: r.reason(perScan, perType, t)}
+	}
+	d := Decision{Admitted: true}
+	if reason := r.reason(perScan, perType, findingType); reason != "" {
+		d = Decision{Reason: reason}
+	}
+	r.add(eventID, findingType, d.Admitted)
+	return d
 }
 
 // reason says which limit a new event of findingType would break, or "".
@@ -158,13 +149,9 @@ func (l *Limiter) ScanStats(ctx context.Context, tenant, scanID string) ([]Stats
 	slices.Sort(keys)
 	out := []Stats{}
 	for _, k := range keys {
-		e, err := l.kv.Get(ctx, k)
-		if err != nil {
-			continue // expired or deleted since listed
-		}
-		var rec Record
-		if json.Unmarshal(e.Value(), &rec) != nil {
-			continue
+		rec, rev, err := kvdoc.Get[Record](ctx, l.kv, k)
+		if err != nil || rev == 0 {
+			continue // expired or deleted since listed, or corrupt
 		}
 		st := Stats{SubscriptionID: subscriptionOf(k, tenant, scanID), ScanID: scanID, ByType: map[string]*TypeStats{},
 			Admitted: len(rec.Admitted), Suppressed: len(rec.Suppressed) + rec.SuppressedOverflow}

@@ -3,7 +3,6 @@ package subscriptions
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -74,9 +73,9 @@ func mergePatch(target, patch map[string]any) map[string]any {
 
 // Rotate makes a new secret the signing one and lets the others sign
 // until now+overlap (0: they stop at once). secret empty generates one. It
-// retries on a concurrent change, since a rotation is not a user's edit
-// that could overwrite another's. The returned document carries the new
-// secret first: show it once.
+// goes through Change, which re-applies it on a concurrent change, since a
+// rotation is not a user's edit that could overwrite another's. The
+// returned document carries the new secret first: show it once.
 func (st *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Duration, secret string) (*Subscription, error) {
 	if overlap < 0 {
 		return nil, &FieldError{Field: "overlap", Message: fmt.Sprintf("%s must be >= 0 (0 retires the old secret at once)", overlap)}
@@ -84,11 +83,7 @@ func (st *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Dur
 	if secret == "" {
 		secret = signing.NewStandardSecret()
 	}
-	for range 5 {
-		s, rev, err := st.Get(ctx, tenant, id)
-		if err != nil {
-			return nil, err
-		}
+	return st.Change(ctx, tenant, id, func(s *Subscription) error {
 		now := time.Now().UTC().Truncate(time.Second)
 		until := now.Add(overlap)
 		old := s.liveSecrets(now)
@@ -101,13 +96,8 @@ func (st *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Dur
 				s.Secrets = append(s.Secrets, o)
 			}
 		}
-		updated, err := st.Update(ctx, *s, rev)
-		if errors.Is(err, ErrConflict) {
-			continue
-		}
-		return updated, err
-	}
-	return nil, ErrConflict
+		return nil
+	})
 }
 
 // liveSecrets returns the secrets not yet expired at now.

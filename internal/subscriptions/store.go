@@ -1,8 +1,8 @@
 package subscriptions
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/internal/signing"
 )
@@ -74,12 +75,22 @@ func parse(doc []byte, policy URLPolicy) (*Subscription, error) {
 	if err != nil {
 		return nil, err
 	}
-	if policy != nil {
-		if err := policy.CheckURLStatic(s.URL); err != nil {
-			return nil, &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
-		}
+	if err := checkStatic(policy, s); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// checkStatic holds a stored document's URL to the static part of policy
+// (nil: no policy).
+func checkStatic(policy URLPolicy, s *Subscription) error {
+	if policy == nil {
+		return nil
+	}
+	if err := policy.CheckURLStatic(s.URL); err != nil {
+		return &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
+	}
+	return nil
 }
 
 // Entry is one stored document: valid (Sub set) or not (Err set, so that
@@ -110,7 +121,7 @@ func (st *Store) Create(ctx context.Context, s Subscription) (*Subscription, err
 	if err := st.validate(ctx, &s); err != nil {
 		return nil, err
 	}
-	doc, err := json.Marshal(&s)
+	doc, err := kvdoc.Marshal(&s)
 	if err != nil {
 		return nil, err
 	}
@@ -137,14 +148,16 @@ func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uin
 }
 
 // Update stores s if the stored revision is still revision; otherwise it
-// returns ErrConflict and changes nothing.
+// returns ErrConflict and changes nothing. It is for a user's edit, made
+// on what the user read: a concurrent edit is refused, never merged. The
+// changes scanwire makes itself go through Change.
 func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*Subscription, error) {
 	s.Updated = time.Now().UTC().Truncate(time.Second)
 	s.Secrets = s.liveSecrets(s.Updated) // expired secrets leave the document
 	if err := st.validate(ctx, &s); err != nil {
 		return nil, err
 	}
-	doc, err := json.Marshal(&s)
+	doc, err := kvdoc.Marshal(&s)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +168,76 @@ func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*
 		return nil, fmt.Errorf("update subscription %s: %w", s.ID, err)
 	}
 	return &s, nil
+}
+
+// Change applies edit to a stored subscription with compare-and-swap
+// (kvdoc.Change): when another writer changed the document since it was
+// read, it is read again and edit runs again on the newer one, so edit may
+// run more than once and must decide from the document it is given. It is
+// for the changes scanwire makes itself (a secret rotation, a delivery's
+// health record), which are right on whatever the document has become; a
+// user's edit goes through Get and Update instead, so that a concurrent
+// edit is refused (ErrConflict) rather than merged.
+//
+// As in Update, expired secrets leave the document, Updated is set, and
+// the result is validated before it is written: an error from edit or from
+// validation writes nothing. A change that leaves the document as it was
+// writes nothing. A missing or deleted subscription is ErrNotFound. A
+// stored document that does not pass Parse is an error naming its key
+// (kvdoc.ErrCorrupt), one whose URL the store's static URL policy refuses
+// an error naming the subscription; either is left as it is. When too
+// many writers contend, the error wraps both ErrConflict and
+// kvdoc.ErrContention.
+func (st *Store) Change(ctx context.Context, tenant, id string, edit func(*Subscription) error) (*Subscription, error) {
+	doc, _, err := kvdoc.Change(ctx, st.kv, Key(tenant, id), func(d *storedDoc, exists bool) error {
+		if !exists {
+			return fmt.Errorf("%s/%s: %w", tenant, id, ErrNotFound)
+		}
+		s := &d.Subscription
+		if err := checkStatic(st.readPolicy, s); err != nil {
+			return fmt.Errorf("stored subscription %s is invalid: %w", id, err)
+		}
+		before, err := kvdoc.Marshal(s)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		s.Secrets = s.liveSecrets(now)
+		if err := edit(s); err != nil {
+			return err
+		}
+		after, err := kvdoc.Marshal(s)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(before, after) {
+			return nil // as it was: kvdoc.Change writes nothing
+		}
+		s.Updated = now
+		return st.validate(ctx, s)
+	})
+	switch {
+	case errors.Is(err, kvdoc.ErrContention):
+		return nil, fmt.Errorf("%w (%w)", ErrConflict, err)
+	case err != nil:
+		return nil, err
+	}
+	return &doc.Subscription, nil
+}
+
+// storedDoc is a subscription as Change reads it: decoded and checked by
+// Parse, so that a stored document the store cannot read back is reported
+// and left alone, never edited and rewritten.
+type storedDoc struct{ Subscription }
+
+// UnmarshalJSON decodes a stored document with Parse.
+func (d *storedDoc) UnmarshalJSON(b []byte) error {
+	s, err := Parse(b)
+	if err != nil {
+		return err
+	}
+	d.Subscription = *s
+	return nil
 }
 
 // Delete removes a subscription. Jobs already queued for it are

@@ -5,6 +5,7 @@
 package tenants
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
@@ -42,11 +44,11 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
 // Validate checks a record by meaning.
 func (t *Tenant) Validate() error {
-	if !events.ValidToken(t.Tenant) {
-		return &FieldError{"tenant", fmt.Sprintf("%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", t.Tenant)}
+	if p := events.BadToken(t.Tenant); p != "" {
+		return &FieldError{"tenant", p}
 	}
-	if t.Partner != "" && !events.ValidToken(t.Partner) {
-		return &FieldError{"partner", fmt.Sprintf("%q must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", t.Partner)}
+	if p := events.BadToken(t.Partner); t.Partner != "" && p != "" {
+		return &FieldError{"partner", p}
 	}
 	if t.Partner == t.Tenant {
 		return &FieldError{"partner", "a tenant cannot be its own partner"}
@@ -62,55 +64,50 @@ func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
 // Get returns a record and its revision.
 func (s *Store) Get(ctx context.Context, tenant string) (*Tenant, uint64, error) {
-	e, err := s.kv.Get(ctx, tenant)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, fmt.Errorf("%s: %w", tenant, ErrNotFound)
-	}
+	t, rev, err := kvdoc.Get[Tenant](ctx, s.kv, tenant)
 	if err != nil {
 		return nil, 0, err
 	}
-	var t Tenant
-	if err := json.Unmarshal(e.Value(), &t); err != nil {
-		return nil, 0, fmt.Errorf("tenant %s is corrupt: %w", tenant, err)
+	if rev == 0 {
+		return nil, 0, fmt.Errorf("%s: %w", tenant, ErrNotFound)
 	}
-	return &t, e.Revision(), nil
+	return &t, rev, nil
 }
 
 // Change reads a record (a fresh one if there is none), lets change edit
-// it, and writes it back with compare-and-swap, retrying on a concurrent
-// change: the edits here (partner, secret) are set, not merged, so
-// re-applying them on the newer record is right.
+// it, and writes it back with compare-and-swap (kvdoc.Change), re-reading
+// and re-applying change on a concurrent change: the edits here (partner,
+// secret) are set, not merged, so re-applying them on the newer record is
+// right. change may therefore run more than once. The record is validated
+// before it is written; an error from change or from validation writes
+// nothing. A record that change leaves as it was is not written again
+// (Updated stays), but is still validated and returned.
 func (s *Store) Change(ctx context.Context, tenant string, change func(*Tenant) error) (*Tenant, error) {
-	for range 10 {
-		t, rev, err := s.Get(ctx, tenant)
+	t, _, err := kvdoc.Change(ctx, s.kv, tenant, func(t *Tenant, exists bool) error {
 		now := time.Now().UTC().Truncate(time.Second)
-		if errors.Is(err, ErrNotFound) {
-			t, rev = &Tenant{Tenant: tenant, Created: now}, 0
-		} else if err != nil {
-			return nil, err
+		if !exists {
+			*t = Tenant{Tenant: tenant, Created: now}
+		}
+		before, err := kvdoc.Marshal(t)
+		if err != nil {
+			return err
 		}
 		if err := change(t); err != nil {
-			return nil, err
+			return err
 		}
-		t.Updated = now
-		if err := t.Validate(); err != nil {
-			return nil, err
-		}
-		b, _ := json.Marshal(t)
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, tenant, b)
-		} else {
-			_, err = s.kv.Update(ctx, tenant, b, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue
-		}
+		after, err := kvdoc.Marshal(t)
 		if err != nil {
-			return nil, fmt.Errorf("write tenant %s: %w", tenant, err)
+			return err
 		}
-		return t, nil
+		if !exists || !bytes.Equal(before, after) {
+			t.Updated = now
+		}
+		return t.Validate()
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("tenant %s: changed concurrently too often; try again", tenant)
+	return &t, nil
 }
 
 // SigningSecret returns the tenant's signing secret, creating the record

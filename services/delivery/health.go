@@ -73,25 +73,21 @@ func (h *health) disable(ctx context.Context, s *subscriptions.Subscription, rea
 	})
 }
 
-// change applies edit to the stored document with compare-and-swap,
-// re-reading on a conflict (another worker may have recorded the same
-// streak meanwhile; the edits are idempotent).
+// change applies edit to the stored document through Store.Change, which
+// re-reads it and re-applies edit when another worker changed it meanwhile
+// (it may have recorded the same streak; the edits are idempotent) and
+// writes nothing when edit leaves it as it was. A deleted subscription has
+// nothing to record; any other failure is logged, never fatal to the
+// delivery.
 func (h *health) change(ctx context.Context, s *subscriptions.Subscription, edit func(*subscriptions.Subscription)) {
 	if h.store == nil {
 		return
 	}
-	for range 5 {
-		cur, rev, err := h.store.Get(ctx, s.Tenant, s.ID)
-		if err != nil {
-			return // deleted or invalid: nothing to record
-		}
-		edit(cur)
-		if _, err = h.store.Update(ctx, *cur, rev); err == nil {
-			return
-		}
-		if !errors.Is(err, subscriptions.ErrConflict) {
-			h.log.Warn("could not record delivery health", "subscription_id", s.ID, "err", err)
-			return
-		}
+	_, err := h.store.Change(ctx, s.Tenant, s.ID, func(c *subscriptions.Subscription) error {
+		edit(c)
+		return nil
+	})
+	if err != nil && !errors.Is(err, subscriptions.ErrNotFound) {
+		h.log.Warn("could not record delivery health", "subscription_id", s.ID, "err", err)
 	}
 }

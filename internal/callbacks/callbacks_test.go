@@ -1,0 +1,200 @@
+package callbacks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/callbacks"
+	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/kvdoc"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+)
+
+type fixture struct {
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	reg *callbacks.Registry
+}
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	js := natsxtest.JetStream(t)
+	kv := natsxtest.KeyValue(t, js, natsx.BucketCallbacks)
+	return &fixture{js: js, kv: kv, reg: callbacks.New(kv, js)}
+}
+
+// record reads the record of tenant's scan s1.
+func (f *fixture) record(t *testing.T, tenant string) callbacks.Record {
+	t.Helper()
+	rec, rev, err := kvdoc.Get[callbacks.Record](t.Context(), f.kv, tenant+".s1")
+	if err != nil || rev == 0 {
+		t.Fatalf("record of %s.s1: revision %d, %v", tenant, rev, err)
+	}
+	return rec
+}
+
+// jobs returns how many callback jobs of tenant wait in DELIVERIES and the
+// last one.
+func (f *fixture) jobs(t *testing.T, tenant string) (int, *jobs.Job) {
+	t.Helper()
+	ctx := t.Context()
+	subject := jobs.Subject(tenant, jobs.CallbackSubscription)
+	s, err := f.js.Stream(ctx, natsx.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(info.State.Subjects[subject])
+	if n == 0 {
+		return 0, nil
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := jobs.Decode(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, j
+}
+
+func finished(id string) []byte { return fmt.Appendf(nil, `{"id":%q,"data":"<a> & b"}`, id) }
+
+func TestOneJobWhicheverEventComesFirst(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	for _, startedFirst := range []bool{true, false} {
+		tenant := fmt.Sprintf("started-first-%v", startedFirst)
+		t.Run(tenant, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			steps := []func() error{
+				func() error { return f.reg.Started(ctx, tenant, "s1", "https://hooks.example.com/cb") },
+				func() error { return f.reg.Finished(ctx, tenant, "s1", "evt-1", finished("evt-1")) },
+			}
+			if !startedFirst {
+				steps[0], steps[1] = steps[1], steps[0]
+			}
+			for _, step := range steps {
+				if n, _ := f.jobs(t, tenant); n != 0 {
+					t.Fatalf("%d jobs before both events were seen", n)
+				}
+				if err := step(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n, j := f.jobs(t, tenant)
+			if n != 1 || j.CallbackURL != "https://hooks.example.com/cb" || j.EventID != "evt-1" || j.ScanID != "s1" {
+				t.Fatalf("%d jobs, last %+v; want one for evt-1 to the callback URL", n, j)
+			}
+			if string(j.Event) != string(finished("evt-1")) {
+				t.Errorf("job carries %s, want the scan.finished event byte for byte", j.Event)
+			}
+			if rec := f.record(t, tenant); !rec.Queued {
+				t.Errorf("record %+v not marked queued", rec)
+			}
+			// Seen again, nothing more is queued.
+			if err := f.reg.Finished(ctx, tenant, "s1", "evt-2", finished("evt-2")); err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := f.jobs(t, tenant); n != 1 {
+				t.Errorf("%d jobs after a second scan.finished, want 1", n)
+			}
+		})
+	}
+}
+
+// Replicas racing on one scan's events queue one job. Its URL and event
+// are those of one of the scan's scan.started and scan.finished events,
+// not necessarily the ones the record keeps: the job is published before
+// the compare-and-swap, so a racer that then lost it may have published
+// first, and the server keeps the first copy.
+func TestConcurrentEventsQueueOneJob(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 5 {
+				var err error
+				if w%2 == 0 {
+					err = f.reg.Started(ctx, "acme", "s1", fmt.Sprintf("https://hooks.example.com/%d", w))
+				} else {
+					id := fmt.Sprintf("evt-%d-%d", w, i)
+					err = f.reg.Finished(ctx, "acme", "s1", id, finished(id))
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	rec := f.record(t, "acme")
+	n, j := f.jobs(t, "acme")
+	if n != 1 {
+		t.Fatalf("%d jobs, want 1", n)
+	}
+	if !rec.Queued {
+		t.Errorf("record %+v not marked queued", rec)
+	}
+	if !strings.HasPrefix(j.CallbackURL, "https://hooks.example.com/") {
+		t.Errorf("job to %s: not one of the callback URLs", j.CallbackURL)
+	}
+	if string(j.Event) != string(finished(j.EventID)) || !strings.HasPrefix(j.EventID, "evt-") {
+		t.Errorf("job for %s carries %s: not one of the scan.finished events", j.EventID, j.Event)
+	}
+}
+
+// The job is published before the record says it is queued: when the
+// publish fails, the record is not changed, and the next sighting queues
+// it.
+func TestJobPublishedBeforeMarkedQueued(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	ctx := t.Context()
+	if err := f.reg.Started(ctx, "acme", "s1", "https://hooks.example.com/cb"); err != nil {
+		t.Fatal(err)
+	}
+	broken := callbacks.New(f.kv, unpublishable{f.js})
+	if err := broken.Finished(ctx, "acme", "s1", "evt-1", finished("evt-1")); !errors.Is(err, errPublish) {
+		t.Fatalf("Finished with a failing publish: %v, want the publish error", err)
+	}
+	if rec := f.record(t, "acme"); rec.Queued || rec.Finished != nil {
+		t.Fatalf("record %+v changed although the job was not published", rec)
+	}
+	if n, _ := f.jobs(t, "acme"); n != 0 {
+		t.Fatalf("%d jobs, want 0", n)
+	}
+	if err := f.reg.Finished(ctx, "acme", "s1", "evt-1", finished("evt-1")); err != nil {
+		t.Fatal(err)
+	}
+	if n, j := f.jobs(t, "acme"); n != 1 || j.EventID != "evt-1" {
+		t.Errorf("%d jobs, last %+v; want one for evt-1", n, j)
+	}
+	if rec := f.record(t, "acme"); !rec.Queued {
+		t.Errorf("record %+v not marked queued", rec)
+	}
+}
+
+var errPublish = errors.New("publish refused on purpose")
+
+// unpublishable is JetStream whose publishes fail.
+type unpublishable struct{ jetstream.JetStream }
+
+func (unpublishable) PublishMsg(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	return nil, errPublish
+}

@@ -1,0 +1,216 @@
+package limits_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/scanwire/scanwire/internal/limits"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+)
+
+func newLimiter(t *testing.T) *limits.Limiter {
+	t.Helper()
+	return limits.New(natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketLimits))
+}
+
+// stats returns the stats of one subscription of tenant acme for scan.
+func stats(t *testing.T, l *limits.Limiter, sub, scan string) limits.Stats {
+	t.Helper()
+	all, err := l.ScanStats(t.Context(), "acme", scan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range all {
+		if s.SubscriptionID == sub {
+			return s
+		}
+	}
+	t.Fatalf("no stats of %s for %s in %+v", sub, scan, all)
+	return limits.Stats{}
+}
+
+// admitAll has 8 fan-out workers decide 80 distinct events at once and
+// returns how many each decision went.
+func admitAll(t *testing.T, l *limits.Limiter, key string, perScan, perType int, typeOf func(i int) string) (admitted, suppressed int) {
+	t.Helper()
+	var a, s atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w * 10; i < w*10+10; i++ {
+				d, err := l.Admit(t.Context(), key, perScan, perType, fmt.Sprintf("evt-%d", i), typeOf(i))
+				switch {
+				case err != nil:
+					t.Error(err)
+				case d.Admitted:
+					a.Add(1)
+				default:
+					s.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return int(a.Load()), int(s.Load())
+}
+
+func TestAdmitIsExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(t)
+	distinct := func(i int) string { return fmt.Sprintf("type-%d", i) }
+	for _, tc := range []struct {
+		name                         string
+		perScan                      int
+		wantAdmitted, wantSuppressed int
+	}{
+		{"under the limit", 1000, 80, 0},
+		{"over the limit", 30, 30, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sub := "sub_" + strings.ReplaceAll(tc.name, " ", "-")
+			a, s := admitAll(t, l, limits.Key("acme", sub, "s1"), tc.perScan, 1000, distinct)
+			if a != tc.wantAdmitted || s != tc.wantSuppressed {
+				t.Errorf("%d admitted and %d suppressed with findings_per_scan %d, want %d and %d", a, s, tc.perScan, tc.wantAdmitted, tc.wantSuppressed)
+			}
+			if st := stats(t, l, sub, "s1"); st.Admitted != tc.wantAdmitted || st.Suppressed != tc.wantSuppressed {
+				t.Errorf("stats %+v, want %d admitted and %d suppressed", st, tc.wantAdmitted, tc.wantSuppressed)
+			}
+		})
+	}
+}
+
+func TestPerTypeLimit(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(t)
+	// 80 events of 4 types, 20 each, at most 5 of a type and 100 in all.
+	a, s := admitAll(t, l, limits.Key("acme", "sub_T", "s1"), 100, 5, func(i int) string { return fmt.Sprintf("type-%d", i%4) })
+	if a != 20 || s != 60 {
+		t.Errorf("%d admitted and %d suppressed, want 4 types x 5 = 20 and 60", a, s)
+	}
+	st := stats(t, l, "sub_T", "s1")
+	if len(st.ByType) != 4 {
+		t.Errorf("stats by type %v, want 4 types", st.ByType)
+	}
+	for typ, ts := range st.ByType {
+		if ts.Admitted != 5 || ts.Suppressed != 15 {
+			t.Errorf("type %s: %d admitted and %d suppressed, want 5 and 15", typ, ts.Admitted, ts.Suppressed)
+		}
+	}
+	d, err := l.Admit(t.Context(), limits.Key("acme", "sub_T", "s1"), 100, 5, "evt-new", "type-0")
+	if err != nil || d.Admitted || !strings.Contains(d.Reason, `findings_per_type limit of 5 reached for "type-0"`) {
+		t.Errorf("a sixth type-0 event: %+v, %v; want suppressed by the per-type limit", d, err)
+	}
+	d, err = l.Admit(t.Context(), limits.Key("acme", "sub_T", "s1"), 100, 5, "evt-other", "type-9")
+	if err != nil || !d.Admitted {
+		t.Errorf("the first event of a new type: %+v, %v; want admitted", d, err)
+	}
+}
+
+// An event seen again (a redelivery, at once from several workers) gets
+// the decision it got first and is counted once.
+func TestRedeliveredEventIsDecidedTheSame(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(t)
+	ctx := t.Context()
+	key := limits.Key("acme", "sub_R", "s1")
+	admit := func(id string) (bool, string) {
+		d, err := l.Admit(ctx, key, 100, 1, id, "xss")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Admitted, d.Reason
+	}
+	if ok, _ := admit("a"); !ok {
+		t.Fatal("the first xss event was suppressed")
+	}
+	if ok, reason := admit("b"); ok || reason == "" {
+		t.Fatalf("the second xss event, with 1 per type: admitted %v, reason %q", ok, reason)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if d, err := l.Admit(ctx, key, 100, 1, "a", "xss"); err != nil || !d.Admitted {
+				t.Errorf("redelivered admitted event: %+v, %v", d, err)
+			}
+			if d, err := l.Admit(ctx, key, 100, 1, "b", "xss"); err != nil || d.Admitted || d.Reason == "" {
+				t.Errorf("redelivered suppressed event: %+v, %v", d, err)
+			}
+		})
+	}
+	wg.Wait()
+	if st := stats(t, l, "sub_R", "s1"); st.Admitted != 1 || st.Suppressed != 1 {
+		t.Errorf("stats %+v: redeliveries were counted", st)
+	}
+}
+
+func TestScanStats(t *testing.T) {
+	t.Parallel()
+	js := natsxtest.JetStream(t)
+	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
+	l := limits.New(kv)
+	ctx := t.Context()
+	admit := func(tenant, sub, scan, id, typ string, perScan int) {
+		t.Helper()
+		if _, err := l.Admit(ctx, limits.Key(tenant, sub, scan), perScan, 10, id, typ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admit("acme", "sub_B", "s1", "e1", "sqli", 2)
+	admit("acme", "sub_B", "s1", "e2", "xss", 2)
+	admit("acme", "sub_B", "s1", "e3", "xss", 2) // over findings_per_scan
+	admit("acme", "sub_A", "s1", "e1", "sqli", 2)
+	admit("acme", "sub_A", "s2", "e9", "sqli", 2)  // another scan
+	admit("other", "sub_C", "s1", "e1", "sqli", 2) // another tenant
+	// A record that does not decode is left out, not fatal.
+	if _, err := kv.Put(ctx, limits.Key("acme", "sub_Z", "s1"), []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+
+	all, err := l.ScanStats(ctx, "acme", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(all)
+	want := `[{"subscription_id":"sub_A","scan_id":"s1","admitted":1,"suppressed":0,"by_type":{"sqli":{"admitted":1,"suppressed":0}}},` +
+		`{"subscription_id":"sub_B","scan_id":"s1","admitted":2,"suppressed":1,"by_type":{"sqli":{"admitted":1,"suppressed":0},"xss":{"admitted":1,"suppressed":1}}}]`
+	if string(got) != want {
+		t.Errorf("ScanStats\n got %s\nwant %s", got, want)
+	}
+	if none, err := l.ScanStats(ctx, "acme", "s-none"); err != nil || len(none) != 0 {
+		t.Errorf("stats of a scan without records: %+v, %v", none, err)
+	}
+}
+
+// Past the suppressed events a record remembers, suppressions are still
+// counted.
+func TestSuppressedOverflowIsCounted(t *testing.T) {
+	t.Parallel()
+	js := natsxtest.JetStream(t)
+	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
+	l := limits.New(kv)
+	key := limits.Key("acme", "sub_O", "s1")
+	rec := limits.Record{Admitted: map[string]string{"a": "sqli"}, Suppressed: map[string]string{}}
+	for i := range 1000 {
+		rec.Suppressed[fmt.Sprintf("s%d", i)] = "sqli"
+	}
+	b, _ := json.Marshal(rec)
+	if _, err := kv.Put(t.Context(), key, b); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"x1", "x2", "x2"} {
+		if d, err := l.Admit(t.Context(), key, 1, 10, id, "xss"); err != nil || d.Admitted {
+			t.Fatalf("admit %s over findings_per_scan 1: %+v, %v", id, d, err)
+		}
+	}
+	// x2's second sighting is not remembered as suppressed: it counts
+	// again, the documented cost of the bound.
+	if st := stats(t, l, "sub_O", "s1"); st.Admitted != 1 || st.Suppressed != 1003 {
+		t.Errorf("stats %+v, want 1 admitted and 1000 + 3 suppressed", st)
+	}
+}

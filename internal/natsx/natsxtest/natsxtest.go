@@ -1,0 +1,70 @@
+// Package natsxtest gives tests of NATS-backed code what they need: a real
+// embedded nats-server with JetStream (its store in the test's temporary
+// directory) and clients of it, all torn down when the test ends. Every
+// call starts nothing shared: tests that each start their own server may
+// run in parallel.
+package natsxtest
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/natsx"
+)
+
+// Server starts an embedded nats-server with JetStream on a free port of
+// 127.0.0.1 and shuts it down when t ends. Its log is discarded.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	ns, err := natsx.StartServer(natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// Connect returns a JetStream client of ns, connected in-process and
+// closed when t ends (before ns shuts down, when ns came from Server
+// under the same t).
+func Connect(t testing.TB, ns *server.Server) jetstream.JetStream {
+	t.Helper()
+	nc, err := natsx.Connect(ns.ClientURL(), t.Name(), ns, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := natsx.JetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// JetStream starts a server (Server) with scanwire's streams and buckets
+// (natsx.DefaultTopology) and returns a client of it (Connect).
+func JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js := Connect(t, Server(t))
+	if err := natsx.DefaultTopology().Ensure(t.Context(), js); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// KeyValue returns the bucket named bucket (natsx.BucketLimits and so on)
+// of js, failing t when it does not exist.
+func KeyValue(t testing.TB, js jetstream.JetStream, bucket string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatalf("bucket %s: %v", bucket, err)
+	}
+	return kv
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
