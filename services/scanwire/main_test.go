@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +32,7 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) (string, error) {
 // The README's first command: the demo delivers every event with a
 // verified signature, retries the ones its receiver refuses, and exits.
 func TestDemoDeliversAndVerifies(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	out, err := runCLI(t, ctx, "demo", "--scans", "2", "--interval", "50ms", "--data", t.TempDir())
@@ -46,14 +46,14 @@ func TestDemoDeliversAndVerifies(t *testing.T) {
 	}
 }
 
-func startApp(t *testing.T) *app.App {
+// startApp starts a pipeline with cfg's services and options on an
+// embedded NATS server of the test's own, and stops it when the test ends.
+func startApp(t *testing.T, cfg app.Config) *app.App {
 	t.Helper()
-	a, err := app.Start(context.Background(), app.Config{
-		Server:   natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"},
-		Topology: natsx.DefaultTopology(),
-		Services: []string{app.ServiceFanout},
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	cfg.Server = natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.Topology = natsx.DefaultTopology()
+	cfg.Log = slog.New(slog.DiscardHandler)
+	a, err := app.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,10 +61,28 @@ func startApp(t *testing.T) *app.App {
 	return a
 }
 
+// fanoutOnly runs fan-out alone: what the CLI publishes is checked, and no
+// webhook is sent.
+var fanoutOnly = app.Config{Services: []string{app.ServiceFanout}}
+
+// waitFor polls cond until it holds or timeout has passed, and says
+// whether it held.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // publish refuses what fan-out would reject, with the same words, and
 // sends nothing.
 func TestPublishRefusesInvalidEventWithFanoutsMessage(t *testing.T) {
-	a := startApp(t)
+	t.Parallel()
+	a := startApp(t, fanoutOnly)
 	data := `{"scan_id":"s1","target":"t","finding_id":"f1","type":"xss","title":"x","cvss_score":4.5}`
 	_, err := runCLI(t, context.Background(), "publish", "--nats", a.ClientURL(), "--tenant", "acme", "--type", "finding.high", "--scan", "s1", "--data", data)
 	if err == nil {
@@ -77,14 +95,18 @@ func TestPublishRefusesInvalidEventWithFanoutsMessage(t *testing.T) {
 		t.Fatal(perr)
 	}
 	var reason string
-	deadline := time.Now().Add(10 * time.Second)
-	for reason == "" && time.Now().Before(deadline) {
-		s, _ := a.JS.Stream(context.Background(), natsx.StreamRejected)
-		if m, gerr := s.GetLastMsgForSubject(context.Background(), "rejected.acme"); gerr == nil {
-			reason = m.Header.Get(events.HeaderRejectReason)
+	waitFor(10*time.Second, func() bool {
+		s, serr := a.JS.Stream(context.Background(), natsx.StreamRejected)
+		if serr != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		m, gerr := s.GetLastMsgForSubject(context.Background(), "rejected.acme")
+		if gerr != nil {
+			return false
+		}
+		reason = m.Header.Get(events.HeaderRejectReason)
+		return reason != ""
+	})
 	if reason != err.Error() {
 		t.Errorf("CLI said %q\nfan-out said %q", err, reason)
 	}
@@ -96,7 +118,8 @@ func TestPublishRefusesInvalidEventWithFanoutsMessage(t *testing.T) {
 }
 
 func TestPublishSendsValidEvent(t *testing.T) {
-	a := startApp(t)
+	t.Parallel()
+	a := startApp(t, fanoutOnly)
 	out, err := runCLI(t, context.Background(), "publish", "--nats", a.ClientURL(), "--tenant", "acme", "--type", "scan.started",
 		"--scan", "s1", "--id", "evt-1", "--data", `{"scan_id":"s1","target":"app.example.com"}`)
 	if err != nil {
@@ -113,7 +136,8 @@ func TestPublishSendsValidEvent(t *testing.T) {
 }
 
 func TestSubsCreateListDelete(t *testing.T) {
-	a := startApp(t)
+	t.Parallel()
+	a := startApp(t, fanoutOnly)
 	ctx := context.Background()
 	out, err := runCLI(t, ctx, "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "https://93.184.216.34/x", "--events", "finding.*,scan.finished")
 	if err != nil {
@@ -142,18 +166,8 @@ func TestSubsCreateListDelete(t *testing.T) {
 // The operator's loop from the CLI: test a subscription, read its attempt
 // log, rotate its secret, find a dead letter and replay it.
 func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
-	a, err := app.Start(context.Background(), app.Config{
-		Server:   natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"},
-		Topology: natsx.DefaultTopology(),
-		Services: []string{app.ServiceFanout, app.ServiceDelivery},
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-
-		AllowPrivateTargets: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	t.Parallel()
+	a := startApp(t, app.Config{Services: []string{app.ServiceFanout, app.ServiceDelivery}, AllowPrivateTargets: true})
 	var mu sync.Mutex
 	status := 200
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -171,10 +185,8 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 		t.Fatalf("create: %v %s", err, out)
 	}
 	id := strings.Fields(out)[1]
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if _, ok := a.Subs.Get("acme", id); ok {
-			break
-		}
+	if !waitFor(5*time.Second, func() bool { _, ok := a.Subs.Get("acme", id); return ok }) {
+		t.Fatalf("subscription %s never reached the services' cache", id)
 	}
 	out, err = runCLI(t, ctx, "subs", "test", nats, id)
 	if err != nil || !strings.Contains(out, "attempt 1: HTTP 200, delivered") || !strings.Contains(out, "response: thanks") {
@@ -200,11 +212,10 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 	if _, err := events.Publish(ctx, a.JS, "scans.acme.s1.started", &e); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if out, _ = runCLI(t, ctx, "dlq", "list", nats); strings.Contains(out, e.ID()) {
-			break
-		}
-	}
+	waitFor(10*time.Second, func() bool {
+		out, _ = runCLI(t, ctx, "dlq", "list", nats)
+		return strings.Contains(out, e.ID())
+	})
 	if !strings.Contains(out, "retries exhausted after 2 attempts: HTTP 500") {
 		t.Fatalf("dlq list:\n%s", out)
 	}
@@ -215,11 +226,10 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 	if out, err = runCLI(t, ctx, "dlq", "replay", nats, dlqID); err != nil || !strings.Contains(out, "replayed "+dlqID) {
 		t.Fatalf("replay: %v %s", err, out)
 	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if out, _ = runCLI(t, ctx, "attempts", nats, "--subscription", id, "--event", e.ID()); strings.Contains(out, "delivered") {
-			break
-		}
-	}
+	waitFor(10*time.Second, func() bool {
+		out, _ = runCLI(t, ctx, "attempts", nats, "--subscription", id, "--event", e.ID())
+		return strings.Contains(out, "delivered")
+	})
 	if !strings.Contains(out, "HTTP 200, delivered") {
 		t.Errorf("replayed event not delivered:\n%s", out)
 	}
@@ -228,7 +238,8 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 // Without --allow-private-targets the CLI refuses a loopback http URL,
 // naming the field and the fix.
 func TestSubsCreateRefusesPrivateTargets(t *testing.T) {
-	a := startApp(t)
+	t.Parallel()
+	a := startApp(t, fanoutOnly)
 	_, err := runCLI(t, context.Background(), "subs", "create", "--nats", a.ClientURL(), "--tenant", "acme", "--url", "http://127.0.0.1:9/x", "--events", "scan.started")
 	if err == nil || !strings.Contains(err.Error(), "subscription.url") || !strings.Contains(err.Error(), "--allow-private-targets") {
 		t.Errorf("got %v", err)
@@ -240,7 +251,8 @@ func TestSubsCreateRefusesPrivateTargets(t *testing.T) {
 }
 
 func TestTenantsCLI(t *testing.T) {
-	a := startApp(t)
+	t.Parallel()
+	a := startApp(t, fanoutOnly)
 	ctx := context.Background()
 	out, err := runCLI(t, ctx, "tenants", "set", "--nats", a.ClientURL(), "acme", "--partner", "mssp")
 	if err != nil || !strings.Contains(out, `tenant acme: partner "mssp"`) {
@@ -257,5 +269,25 @@ func TestTenantsCLI(t *testing.T) {
 	rotated, _ := runCLI(t, ctx, "tenants", "signing-secret", "--nats", a.ClientURL(), "acme", "--rotate")
 	if again != first || rotated == first || !strings.HasPrefix(rotated, "whsec_") {
 		t.Errorf("signing secret %q, again %q, rotated %q", first, again, rotated)
+	}
+}
+
+// Flags and arguments are checked before the CLI connects, so a mistake
+// is named even with no NATS to reach, and nothing is done.
+func TestCLIChecksInputBeforeConnecting(t *testing.T) {
+	t.Parallel()
+	nowhere := "--nats=nats://127.0.0.1:1"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq", "list", nowhere, "--subscription", "sub_1"}, "--subscription needs --tenant"},
+		{[]string{"dlq", "replay", nowhere, "1", "x"}, `"x" is not a dead letter id`},
+		{[]string{"subs", "update", nowhere, "sub_1"}, "nothing to change"},
+		{[]string{"publish", nowhere, "--tenant", "acme", "--type", "scan.started", "--scan", "s1", "--data", "{}"}, "invalid event"},
+	} {
+		if _, err := runCLI(t, context.Background(), c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
+		}
 	}
 }

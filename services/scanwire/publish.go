@@ -9,15 +9,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/telemetry"
 )
 
+// publishName names the publish command's NATS connection and the service
+// of its traces.
+const publishName = "scanwire-publish"
+
+// publishFlags describe the event to publish.
+type publishFlags struct {
+	tenant, typ, scan, source, id, data string
+}
+
 func newPublishCmd(g *globals) *cobra.Command {
-	var tenant, typ, scan, source, id, data string
+	f := &publishFlags{}
 	cmd := &cobra.Command{
 		Use:   "publish",
 		Short: "Publish one scan event, as a scanner would",
@@ -33,69 +45,61 @@ The schemas of every event type are in schemas/.`,
   scanwire publish --tenant acme --type finding.high --scan s-1 --data @finding.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body, err := readData(data, cmd.InOrStdin())
-			if err != nil {
-				return err
-			}
-			e := events.New(tenant, source, typ, scan, body)
-			if id != "" {
-				e.SetID(id)
-			}
-			kind, _ := events.KindOf(typ)
-			if err := events.Validate(events.Address{Tenant: tenant, ScanID: scan, Kind: kind}, &e); err != nil {
-				return err
-			}
-			subject, err := events.Subject(tenant, scan, typ)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(io.Discard)
-			if err != nil {
-				return err
-			}
-			nc, err := natsx.Connect(g.clientURL(), "scanwire-publish", nil, log)
-			if err != nil {
-				return fmt.Errorf("%w (is 'scanwire run' running? set --nats)", err)
-			}
-			defer nc.Close()
-			js, err := natsx.JetStream(nc)
+			e, subject, err := f.event(cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			// The publish starts the event's trace (exported when OTEL_* says
-			// so), so its trace id leads to every delivery of it.
-			tel, err := telemetry.New(ctx, telemetry.Options{Service: "scanwire-publish"})
+			p, err := g.publisher(ctx)
 			if err != nil {
 				return err
 			}
-			defer tel.Shutdown(context.WithoutCancel(ctx))
-			ctx, span := tel.Tracer.Start(ctx, "scanwire publish")
-			ack, err := events.Publish(ctx, js, subject, &e)
-			span.End()
+			// Flushing the trace waits for the exporter, so it comes after
+			// the result is printed.
+			defer p.close(context.WithoutCancel(ctx))
+			ack, traceID, err := p.publish(ctx, subject, e)
 			if err != nil {
 				return err
 			}
-			dup := ""
-			if ack.Duplicate {
-				dup = " (duplicate id: the stream already had it; nothing new stored)"
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "published %s to %s, %s seq %d%s, trace %s\n", e.ID(), subject, ack.Stream, ack.Sequence, dup, span.SpanContext().TraceID())
+			printPublished(cmd.OutOrStdout(), e.ID(), subject, ack, traceID)
 			return nil
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&tenant, "tenant", "", "tenant the event belongs to (required)")
-	fl.StringVar(&typ, "type", "", "event type: "+strings.Join(events.Types(), ", ")+" (required)")
-	fl.StringVar(&scan, "scan", "", "scan id, the CloudEvent subject (required)")
-	fl.StringVar(&source, "source", "//scanwire/cli", "CloudEvent source: the scanner, as a URI-reference")
-	fl.StringVar(&id, "id", "", "event id (default: a fresh evt_<ULID>); republishing an id is a no-op")
-	fl.StringVar(&data, "data", "", "event data as JSON, @file, or - for stdin (required)")
-	for _, f := range []string{"tenant", "type", "scan", "data"} {
-		_ = cmd.MarkFlagRequired(f)
+	fl.StringVar(&f.tenant, "tenant", "", "tenant the event belongs to (required)")
+	fl.StringVar(&f.typ, "type", "", "event type: "+strings.Join(events.Types(), ", ")+" (required)")
+	fl.StringVar(&f.scan, "scan", "", "scan id, the CloudEvent subject (required)")
+	fl.StringVar(&f.source, "source", "//scanwire/cli", "CloudEvent source: the scanner, as a URI-reference")
+	fl.StringVar(&f.id, "id", "", "event id (default: a fresh evt_<ULID>); republishing an id is a no-op")
+	fl.StringVar(&f.data, "data", "", "event data as JSON, @file, or - for stdin (required)")
+	for _, name := range []string{"tenant", "type", "scan", "data"} {
+		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// event builds the event the flags describe, with stdin for --data -, and
+// the subject it is published on. It refuses what fan-out would reject,
+// with fan-out's message.
+func (f *publishFlags) event(stdin io.Reader) (*event.Event, string, error) {
+	body, err := readData(f.data, stdin)
+	if err != nil {
+		return nil, "", err
+	}
+	e := events.New(f.tenant, f.source, f.typ, f.scan, body)
+	if f.id != "" {
+		e.SetID(f.id)
+	}
+	kind, _ := events.KindOf(f.typ)
+	if err := events.Validate(events.Address{Tenant: f.tenant, ScanID: f.scan, Kind: kind}, &e); err != nil {
+		return nil, "", err
+	}
+	subject, err := events.Subject(f.tenant, f.scan, f.typ)
+	if err != nil {
+		return nil, "", err
+	}
+	return &e, subject, nil
 }
 
 // readData resolves --data: inline JSON, @file, or - for r.
@@ -111,4 +115,48 @@ func readData(v string, r io.Reader) ([]byte, error) {
 		return b, err
 	}
 	return []byte(v), nil
+}
+
+// publisher is the publish command's connection to JetStream and its
+// telemetry (traces are exported when the OTEL_* variables say so).
+type publisher struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	tel *telemetry.Telemetry
+}
+
+func (g *globals) publisher(ctx context.Context) (*publisher, error) {
+	nc, js, err := g.connect(publishName)
+	if err != nil {
+		return nil, err
+	}
+	tel, err := telemetry.New(ctx, telemetry.Options{Service: publishName})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &publisher{nc: nc, js: js, tel: tel}, nil
+}
+
+// publish sends e to subject. The publish starts the event's trace, so the
+// trace id it returns leads to every delivery of the event.
+func (p *publisher) publish(ctx context.Context, subject string, e *event.Event) (*jetstream.PubAck, trace.TraceID, error) {
+	ctx, span := p.tel.Tracer.Start(ctx, "scanwire publish")
+	defer span.End()
+	ack, err := events.Publish(ctx, p.js, subject, e)
+	return ack, span.SpanContext().TraceID(), err
+}
+
+// close flushes the traces and closes the connection.
+func (p *publisher) close(ctx context.Context) {
+	_ = p.tel.Shutdown(ctx)
+	p.nc.Close()
+}
+
+func printPublished(w io.Writer, id, subject string, ack *jetstream.PubAck, traceID trace.TraceID) {
+	dup := ""
+	if ack.Duplicate {
+		dup = " (duplicate id: the stream already had it; nothing new stored)"
+	}
+	fmt.Fprintf(w, "published %s to %s, %s seq %d%s, trace %s\n", id, subject, ack.Stream, ack.Sequence, dup, traceID)
 }

@@ -63,14 +63,6 @@ func (g *globals) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is not text or json", g.logFormat)
 }
 
-// clientURL is where client commands (publish, subs) find NATS.
-func (g *globals) clientURL() string {
-	if g.natsURL != "" {
-		return g.natsURL
-	}
-	return "nats://127.0.0.1:4222"
-}
-
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
 		return v

@@ -1,20 +1,15 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
+	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/scanwire/scanwire/internal/egress"
-	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
 
@@ -29,62 +24,6 @@ directly; a running scanwire picks changes up within a second.`,
 	cmd.AddCommand(newSubsCreateCmd(g), newSubsListCmd(g), newSubsGetCmd(g), newSubsUpdateCmd(g),
 		newSubsDeleteCmd(g), newSubsRotateCmd(g), newSubsTestCmd(g))
 	return cmd
-}
-
-// connect opens a client connection for the CLI's commands.
-func (g *globals) connect() (*nats.Conn, jetstream.JetStream, error) {
-	log, err := g.logger(io.Discard)
-	if err != nil {
-		return nil, nil, err
-	}
-	nc, err := natsx.Connect(g.clientURL(), "scanwire-cli", nil, log)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (is 'scanwire run' running? set --nats)", err)
-	}
-	js, err := natsx.JetStream(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
-
-// subsStore connects to NATS and returns the subscription store.
-func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Conn, error) {
-	nc, js, err := g.connect()
-	if err != nil {
-		return nil, nil, err
-	}
-	kv, err := js.KeyValue(ctx, natsx.BucketSubscriptions)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		nc.Close()
-		return nil, nil, fmt.Errorf("bucket %q not found at %s: start 'scanwire run' once to create it", natsx.BucketSubscriptions, g.clientURL())
-	}
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return subscriptions.NewWritingStore(kv, &egress.Policy{AllowPrivate: g.allowPrivate}), nc, nil
-}
-
-// subscription connects and finds the tenant of a subscription id, for
-// the commands that take only the id. done closes the connection.
-func (g *globals) subscription(ctx context.Context, id string) (*subscriptions.Store, jetstream.JetStream, string, func(), error) {
-	store, nc, err := g.subsStore(ctx)
-	if err != nil {
-		return nil, nil, "", nil, err
-	}
-	tenant, err := store.TenantOf(ctx, id)
-	if err != nil {
-		nc.Close()
-		return nil, nil, "", nil, err
-	}
-	js, err := natsx.JetStream(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, "", nil, err
-	}
-	return store, js, tenant, nc.Close, nil
 }
 
 func newSubsCreateCmd(g *globals) *cobra.Command {
@@ -163,20 +102,7 @@ func newSubsListCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), listJSON(entries))
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTENANT\tURL\tEVENTS\tPROFILE\tSTATUS")
-			for _, e := range entries {
-				if e.Err != nil {
-					fmt.Fprintf(tw, "%s\t\t\t\t\tINVALID: %v\n", e.Key, e.Err)
-					continue
-				}
-				status := "active"
-				if e.Sub.Disabled {
-					status = "disabled: " + e.Sub.DisabledReason
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Sub.ID, e.Sub.Tenant, e.Sub.URL, strings.Join(e.Sub.Events, ","), e.Sub.Profile, status)
-			}
-			return tw.Flush()
+			return printSubscriptions(cmd.OutOrStdout(), entries)
 		},
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's subscriptions")
@@ -184,6 +110,24 @@ func newSubsListCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func printSubscriptions(w io.Writer, entries []subscriptions.Entry) error {
+	tw := newTable(w, "ID\tTENANT\tURL\tEVENTS\tPROFILE\tSTATUS")
+	for _, e := range entries {
+		if e.Err != nil {
+			fmt.Fprintf(tw, "%s\t\t\t\t\tINVALID: %v\n", e.Key, e.Err)
+			continue
+		}
+		status := "active"
+		if e.Sub.Disabled {
+			status = "disabled: " + e.Sub.DisabledReason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Sub.ID, e.Sub.Tenant, e.Sub.URL, strings.Join(e.Sub.Events, ","), e.Sub.Profile, status)
+	}
+	return tw.Flush()
+}
+
+// listJSON is what list --json prints: each subscription redacted, or the
+// key of an invalid document with the reason.
 func listJSON(entries []subscriptions.Entry) []any {
 	out := make([]any, 0, len(entries))
 	for _, e := range entries {
@@ -236,9 +180,36 @@ func newSubsDeleteCmd(g *globals) *cobra.Command {
 	}
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+func newSubsTestCmd(g *globals) *cobra.Command {
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "test <subscription-id>",
+		Short: "Send a webhook.test event through the pipeline and report its first attempt",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, js, tenant, done, err := g.subscription(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := attemptLog(js).SendTest(cmd.Context(), tenant, args[0], wait)
+			if errors.Is(err, attempts.ErrNoAttempt) {
+				return fmt.Errorf("no attempt within %s (is 'scanwire run' running?); the test event %s stays queued", wait, res.EventID)
+			}
+			if err != nil {
+				return err
+			}
+			a := res.Attempt
+			fmt.Fprintf(cmd.OutOrStdout(), "test event %s, webhook-id %s\nattempt %d: %s in %.1f ms\n", res.EventID, res.WebhookID, a.Attempt, describe(*a), a.LatencyMS)
+			if a.Response != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "response: %s\n", strings.TrimSpace(a.Response))
+			}
+			if a.Outcome != attempts.OutcomeDelivered {
+				return fmt.Errorf("the test delivery failed (%s)", a.Outcome)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the first attempt")
+	return cmd
 }

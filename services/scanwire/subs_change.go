@@ -1,23 +1,27 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
 
+// subsUpdateFlags are the flags of subs update; only those given change
+// the subscription.
+type subsUpdateFlags struct {
+	url, description, profile, disabledReason string
+	events, schedule, targets                 []string
+	disable, enable                           bool
+}
+
 func newSubsUpdateCmd(g *globals) *cobra.Command {
-	var url, description, profile, disabledReason string
-	var events, schedule, targets []string
-	var disable, enable bool
+	f := &subsUpdateFlags{}
 	cmd := &cobra.Command{
 		Use:   "update <subscription-id>",
 		Short: "Change a subscription (only the flags given); refuses if someone else changed it meanwhile",
@@ -25,43 +29,16 @@ func newSubsUpdateCmd(g *globals) *cobra.Command {
   scanwire subs update sub_01KAP... --disable --reason "endpoint moving"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			patch := map[string]any{}
-			fl := cmd.Flags()
-			set := func(flag, field string, v any) {
-				if fl.Changed(flag) {
-					patch[field] = v
-				}
-			}
-			set("url", "url", url)
-			set("events", "events", events)
-			set("description", "description", description)
-			set("profile", "profile", profile)
-			set("retry", "retry", map[string]any{"schedule": schedule})
-			set("targets", "filter", map[string]any{"targets": targets})
-			if disable {
-				patch["disabled"], patch["disabled_reason"] = true, disabledReason
-			}
-			if enable {
-				patch["disabled"], patch["disabled_reason"] = false, ""
-			}
-			if len(patch) == 0 {
-				return errors.New("nothing to change: give at least one of --url, --events, --retry, --targets, --profile, --description, --disable, --enable")
+			patch, err := f.patch(cmd.Flags().Changed)
+			if err != nil {
+				return err
 			}
 			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			defer done()
-			s, rev, err := store.Get(cmd.Context(), tenant, args[0])
-			if err != nil {
-				return err
-			}
-			body, _ := json.Marshal(patch)
-			next, err := s.Patch(body)
-			if err != nil {
-				return err
-			}
-			updated, err := store.Update(cmd.Context(), *next, rev)
+			updated, err := patchSubscription(cmd.Context(), store, tenant, args[0], patch)
 			if err != nil {
 				return err
 			}
@@ -69,17 +46,58 @@ func newSubsUpdateCmd(g *globals) *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&url, "url", "", "new URL")
-	fl.StringSliceVar(&events, "events", nil, "new event types")
-	fl.StringSliceVar(&schedule, "retry", nil, "new retry schedule (empty: the profile's default)")
-	fl.StringSliceVar(&targets, "targets", nil, "new target globs")
-	fl.StringVar(&profile, "profile", "", "new profile")
-	fl.StringVar(&description, "description", "", "new description")
-	fl.BoolVar(&disable, "disable", false, "stop deliveries (events are dead-lettered with the reason, replayable)")
-	fl.StringVar(&disabledReason, "reason", "disabled by an operator", "why, with --disable")
-	fl.BoolVar(&enable, "enable", false, "resume deliveries")
+	fl.StringVar(&f.url, "url", "", "new URL")
+	fl.StringSliceVar(&f.events, "events", nil, "new event types")
+	fl.StringSliceVar(&f.schedule, "retry", nil, "new retry schedule (empty: the profile's default)")
+	fl.StringSliceVar(&f.targets, "targets", nil, "new target globs")
+	fl.StringVar(&f.profile, "profile", "", "new profile")
+	fl.StringVar(&f.description, "description", "", "new description")
+	fl.BoolVar(&f.disable, "disable", false, "stop deliveries (events are dead-lettered with the reason, replayable)")
+	fl.StringVar(&f.disabledReason, "reason", "disabled by an operator", "why, with --disable")
+	fl.BoolVar(&f.enable, "enable", false, "resume deliveries")
 	cmd.MarkFlagsMutuallyExclusive("disable", "enable")
 	return cmd
+}
+
+// patch is the JSON merge patch of the flags given (changed says which
+// were); it is an error to give none.
+func (f *subsUpdateFlags) patch(changed func(flag string) bool) ([]byte, error) {
+	patch := map[string]any{}
+	set := func(flag, field string, v any) {
+		if changed(flag) {
+			patch[field] = v
+		}
+	}
+	set("url", "url", f.url)
+	set("events", "events", f.events)
+	set("description", "description", f.description)
+	set("profile", "profile", f.profile)
+	set("retry", "retry", map[string]any{"schedule": f.schedule})
+	set("targets", "filter", map[string]any{"targets": f.targets})
+	if f.disable {
+		patch["disabled"], patch["disabled_reason"] = true, f.disabledReason
+	}
+	if f.enable {
+		patch["disabled"], patch["disabled_reason"] = false, ""
+	}
+	if len(patch) == 0 {
+		return nil, errors.New("nothing to change: give at least one of --url, --events, --retry, --targets, --profile, --description, --disable, --enable")
+	}
+	return json.Marshal(patch)
+}
+
+// patchSubscription applies patch to the stored subscription and stores
+// the result, unless the subscription changed since it was read.
+func patchSubscription(ctx context.Context, store *subscriptions.Store, tenant, id string, patch []byte) (*subscriptions.Subscription, error) {
+	s, rev, err := store.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	next, err := s.Patch(patch)
+	if err != nil {
+		return nil, err
+	}
+	return store.Update(ctx, *next, rev)
 }
 
 func newSubsRotateCmd(g *globals) *cobra.Command {
@@ -112,50 +130,4 @@ func newSubsRotateCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&overlap, "overlap", subscriptions.DefaultOverlap, "how long the old secret keeps signing (0: stop at once)")
 	cmd.Flags().StringVar(&secret, "secret", "", "the new secret (default: generated)")
 	return cmd
-}
-
-func newSubsTestCmd(g *globals) *cobra.Command {
-	var wait time.Duration
-	cmd := &cobra.Command{
-		Use:   "test <subscription-id>",
-		Short: "Send a webhook.test event through the pipeline and report its first attempt",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			_, js, tenant, done, err := g.subscription(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer done()
-			res, err := attempts.NewLog(js, slog.New(slog.DiscardHandler)).SendTest(cmd.Context(), tenant, args[0], wait)
-			if errors.Is(err, attempts.ErrNoAttempt) {
-				return fmt.Errorf("no attempt within %s (is 'scanwire run' running?); the test event %s stays queued", wait, res.EventID)
-			}
-			if err != nil {
-				return err
-			}
-			a := res.Attempt
-			fmt.Fprintf(cmd.OutOrStdout(), "test event %s, webhook-id %s\nattempt %d: %s in %.1f ms\n", res.EventID, res.WebhookID, a.Attempt, describe(*a), a.LatencyMS)
-			if a.Response != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "response: %s\n", strings.TrimSpace(a.Response))
-			}
-			if a.Outcome != attempts.OutcomeDelivered {
-				return fmt.Errorf("the test delivery failed (%s)", a.Outcome)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the first attempt")
-	return cmd
-}
-
-func describe(a attempts.Attempt) string {
-	s := fmt.Sprintf("HTTP %d", a.Status)
-	if a.Error != "" {
-		s = a.Error
-	}
-	s += ", " + a.Outcome
-	if a.RetryIn != "" {
-		s += " (retry in " + a.RetryIn + ")"
-	}
-	return s
 }
