@@ -28,8 +28,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
@@ -142,11 +142,11 @@ func finding(scan, typ string, cvss float64, title string) map[string]any {
 }
 
 // dlq reads every dead letter stored so far.
-func (p *pipeline) dlq(t testing.TB) []jobs.DeadLetter {
+func (p *pipeline) dlq(t testing.TB) []dlq.DeadLetter {
 	t.Helper()
-	var out []jobs.DeadLetter
+	var out []dlq.DeadLetter
 	for _, m := range p.readStream(t, natsx.StreamDLQ) {
-		var dl jobs.DeadLetter
+		var dl dlq.DeadLetter
 		if err := json.Unmarshal(m.Data, &dl); err != nil {
 			t.Fatalf("dead letter is not JSON: %v", err)
 		}

@@ -24,8 +24,8 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/callbacks"
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/egress"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -94,7 +94,7 @@ type App struct {
 	Subs     *subscriptions.Cache
 	Store    *subscriptions.Store
 	Attempts *attempts.Log
-	DLQ      *jobs.DeadLetters
+	DLQ      *dlq.Store
 	Limits   *limits.Limiter
 	Tenants  *tenants.Store
 	TenantsC *tenants.Cache
@@ -220,7 +220,7 @@ func (a *App) openStores(ctx context.Context) error {
 	a.Store = subscriptions.NewStore(kv[natsx.BucketSubscriptions], a.Egress)
 	a.Subs = subscriptions.NewCache(kv[natsx.BucketSubscriptions], a.Egress, a.log)
 	a.Attempts = attempts.NewLog(a.JS, a.log)
-	a.DLQ = jobs.NewDeadLetters(a.JS)
+	a.DLQ = dlq.New(a.JS)
 	a.Limits = limits.New(kv[natsx.BucketLimits])
 	a.Tenants = tenants.NewStore(kv[natsx.BucketTenants])
 	a.TenantsC = tenants.NewCache(kv[natsx.BucketTenants], a.log)

@@ -14,8 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 )
 
@@ -197,6 +195,9 @@ func (l *Log) Watch(ctx context.Context, tenant, subscriptionID string) (*Watche
 // Watcher follows new attempts.
 type Watcher struct{ it jetstream.MessagesContext }
 
+// Stop ends the watch; First stops it too.
+func (w *Watcher) Stop() { w.it.Stop() }
+
 // First waits for the first attempt at webhookID, or ctx's end.
 func (w *Watcher) First(ctx context.Context, webhookID string) (Attempt, error) {
 	defer w.it.Stop()
@@ -214,41 +215,4 @@ func (w *Watcher) First(ctx context.Context, webhookID string) (Attempt, error) 
 			}
 		}
 	}
-}
-
-// TestResult is what a test delivery came to.
-type TestResult struct {
-	EventID   string   `json:"event_id"`
-	WebhookID string   `json:"webhook_id"`
-	Attempt   *Attempt `json:"attempt,omitempty"`
-}
-
-// SendTest publishes a webhook.test event for one subscription through the
-// normal pipeline (SCAN_EVENTS, fan-out, delivery) and waits up to wait
-// for its first attempt. On timeout the result has no Attempt and the
-// error is ErrNoAttempt: the delivery is still queued and will happen.
-func (l *Log) SendTest(ctx context.Context, tenant, subscriptionID string, wait time.Duration) (*TestResult, error) {
-	data, _ := json.Marshal(map[string]string{"subscription_id": subscriptionID, "message": "scanwire test delivery"})
-	e := events.New(tenant, "//scanwire/test", events.TypeWebhookTest, subscriptionID, data)
-	subject, err := events.Subject(tenant, subscriptionID, events.TypeWebhookTest)
-	if err != nil {
-		return nil, err
-	}
-	w, err := l.Watch(ctx, tenant, subscriptionID)
-	if err != nil {
-		return nil, err
-	}
-	res := &TestResult{EventID: e.ID(), WebhookID: jobs.WebhookID(e.ID(), subscriptionID)}
-	if _, err := events.Publish(ctx, l.js, subject, &e); err != nil {
-		w.it.Stop()
-		return nil, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	a, err := w.First(wctx, res.WebhookID)
-	if err != nil {
-		return res, err
-	}
-	res.Attempt = &a
-	return res, nil
 }

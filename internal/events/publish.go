@@ -12,10 +12,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/telemetry"
 )
-
-// Propagator moves trace context across NATS and HTTP: W3C trace context.
-var Propagator = propagation.TraceContext{}
 
 // Publish stores e in SCAN_EVENTS on subject, in binary mode, with the
 // event id as the dedupe id: a scanner that retries a publish it is unsure
@@ -38,7 +36,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *eve
 		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
-	Propagator.Inject(ctx, natsx.HeaderCarrier(m.Header))
+	telemetry.Inject(ctx, m.Header)
 	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(e.ID()), jetstream.WithExpectStream(natsx.StreamScanEvents))
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
@@ -51,21 +49,10 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *eve
 // (traceparent, tracestate) of e from the span in ctx, if there is one.
 func InjectTrace(ctx context.Context, e *event.Event) {
 	c := propagation.MapCarrier{}
-	Propagator.Inject(ctx, c)
+	telemetry.Propagator.Inject(ctx, c)
 	for _, k := range []string{"traceparent", "tracestate"} {
 		if v := c.Get(k); v != "" {
 			e.SetExtension(k, v)
 		}
 	}
-}
-
-// ExtractTrace returns ctx with the remote span context of a NATS message:
-// from its traceparent header, or else from the event's distributed-tracing
-// extension (a scanner that sets only ce-traceparent is followed too).
-func ExtractTrace(ctx context.Context, h map[string][]string) context.Context {
-	c := natsx.HeaderCarrier(h)
-	if c.Get("traceparent") == "" && c.Get("ce-traceparent") != "" {
-		c = natsx.HeaderCarrier{"traceparent": h["ce-traceparent"], "tracestate": h["ce-tracestate"]}
-	}
-	return Propagator.Extract(ctx, c)
 }

@@ -1,10 +1,9 @@
-// Package jobs defines the messages between fan-out and delivery: a
-// delivery job (one event for one subscription, in DELIVERIES) and a dead
-// letter (a job given up on, with the reason, in DLQ).
+// Package jobs defines the message between fan-out and delivery: a
+// delivery job, one event for one subscription, in DELIVERIES. A job given
+// up on becomes a dead letter (package dlq).
 package jobs
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/scanwire/scanwire/internal/kvdoc"
 )
 
 // Job is one event to deliver to one subscription. It carries the whole
@@ -69,7 +70,7 @@ func DedupeID(eventID, subscriptionID string) string { return eventID + "." + su
 
 // Msg encodes j as a NATS message ready to publish.
 func (j *Job) Msg() (*nats.Msg, error) {
-	b, err := encode(j)
+	b, err := kvdoc.Marshal(j) // never HTML-escaped: the event reaches receivers byte for byte
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.WebhookID, err)
 	}
@@ -77,19 +78,6 @@ func (j *Job) Msg() (*nats.Msg, error) {
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, DedupeID(j.EventID, j.SubscriptionID))
 	return m, nil
-}
-
-// encode is JSON without HTML escaping: the event a job carries reaches
-// receivers byte for byte, and json.Marshal would turn "<" inside it into
-// six bytes (it escapes inside a json.RawMessage too).
-func encode(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Decode reads a job from a message body.
@@ -102,47 +90,4 @@ func Decode(data []byte) (*Job, error) {
 		return nil, fmt.Errorf("decode job: webhook_id, tenant, subscription_id and event are required")
 	}
 	return &j, nil
-}
-
-// DeadLetter is a job given up on: why, and what the last attempt saw.
-// Replaying it publishes Job again, with the same webhook id.
-type DeadLetter struct {
-	Job Job `json:"job"`
-	// Code says why delivery stopped, for a program: "retries_exhausted".
-	Code Reason `json:"code"`
-	// Reason says why delivery stopped, for a person: "retries exhausted
-	// after 7 attempts", "subscription deleted"...
-	Reason string `json:"reason"`
-	// LastStatus is the HTTP status of the last attempt, 0 when there was
-	// no response (timeout, connection refused).
-	LastStatus int `json:"last_status"`
-	// LastError is the last attempt's error, when it had one.
-	LastError string    `json:"last_error,omitempty"`
-	Attempts  int       `json:"attempts"`
-	DeadAt    time.Time `json:"dead_at"`
-	// Raw holds a message that could not be decoded as a job at all, so
-	// that even garbage published to DELIVERIES is kept, not dropped.
-	Raw []byte `json:"raw,omitempty"`
-}
-
-// DLQSubject is where a dead letter for (tenant, subscription) goes.
-func DLQSubject(tenant, subscriptionID string) string {
-	if tenant == "" || subscriptionID == "" {
-		return "dlq._invalid._invalid"
-	}
-	return "dlq." + tenant + "." + subscriptionID
-}
-
-// Msg encodes d as a NATS message. The dedupe id makes a repeated
-// dead-lettering of the same delivery (after a crash between the DLQ write
-// and the term) store one entry.
-func (d *DeadLetter) Msg(deliverySeq uint64) (*nats.Msg, error) {
-	b, err := encode(d)
-	if err != nil {
-		return nil, fmt.Errorf("encode dead letter %s: %w", d.Job.WebhookID, err)
-	}
-	m := nats.NewMsg(DLQSubject(d.Job.Tenant, d.Job.SubscriptionID))
-	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("dlq.%s.%d", d.Job.WebhookID, deliverySeq))
-	return m, nil
 }

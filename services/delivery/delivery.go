@@ -28,7 +28,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/attempts"
-	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/profiles"
@@ -190,7 +190,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 	}
 	job, err := jobs.Decode(msg.Data())
 	if err != nil {
-		return d.deadLetter(ctx, meta, &jobs.DeadLetter{Code: jobs.ReasonUndecodable, Reason: err.Error(), Raw: msg.Data()})
+		return d.deadLetter(ctx, meta, &dlq.DeadLetter{Code: dlq.ReasonUndecodable, Reason: err.Error(), Raw: msg.Data()})
 	}
 	// The attempt number travels in the job, not in JetStream's delivery
 	// count: a job deferred because its endpoint is busy, or handed back at
@@ -223,7 +223,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 // startSpan starts the job's consumer span, a child of the producer span
 // fan-out stored in its headers (retries keep it: see retry.go).
 func (d *Delivery) startSpan(ctx context.Context, msg jetstream.Msg, job *jobs.Job, attempt int) (context.Context, trace.Span) {
-	ctx = events.ExtractTrace(ctx, msg.Headers())
+	ctx = telemetry.Extract(ctx, msg.Headers())
 	return d.tel.Tracer.Start(ctx, "deliver "+job.EventType, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 		attribute.String("scanwire.tenant", job.SourceTenant), attribute.String("scanwire.scan_id", job.ScanID),
 		attribute.String("scanwire.event_type", job.EventType), attribute.String("scanwire.event_id", job.EventID),
@@ -252,7 +252,7 @@ func (d *Delivery) target(ctx context.Context, meta *jetstream.MsgMetadata, job 
 		case err == nil:
 			sub, ok = s, true
 		case rev != 0: // stored, but not a document the pipeline serves
-			return nil, d.deadLetter(ctx, meta, &jobs.DeadLetter{Job: *job, Code: jobs.ReasonSubscriptionInvalid,
+			return nil, d.deadLetter(ctx, meta, &dlq.DeadLetter{Job: *job, Code: dlq.ReasonSubscriptionInvalid,
 				Reason: err.Error(), Attempts: job.Attempt}), false
 		case !errors.Is(err, subscriptions.ErrNotFound):
 			return nil, natsx.Failed(failStore, err), false
@@ -260,10 +260,10 @@ func (d *Delivery) target(ctx context.Context, meta *jetstream.MsgMetadata, job 
 	}
 	switch {
 	case !ok:
-		return nil, d.deadLetter(ctx, meta, &jobs.DeadLetter{Job: *job, Code: jobs.ReasonSubscriptionDeleted,
+		return nil, d.deadLetter(ctx, meta, &dlq.DeadLetter{Job: *job, Code: dlq.ReasonSubscriptionDeleted,
 			Reason: "subscription deleted", Attempts: job.Attempt}), false
 	case sub.Disabled:
-		return nil, d.deadLetter(ctx, meta, &jobs.DeadLetter{Job: *job, Code: jobs.ReasonSubscriptionDisabled,
+		return nil, d.deadLetter(ctx, meta, &dlq.DeadLetter{Job: *job, Code: dlq.ReasonSubscriptionDisabled,
 			Reason: "subscription disabled: " + sub.DisabledReason, Attempts: job.Attempt}), false
 	}
 	return sub, out, true

@@ -16,10 +16,10 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/egress"
-	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/profiles"
+	"github.com/scanwire/scanwire/internal/telemetry"
 )
 
 // NewHTTPClient returns the client webhooks are sent with: redirects are
@@ -43,7 +43,7 @@ func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: timeout,
 			ExpectContinueTimeout: time.Second,
-		}, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(events.Propagator)),
+		}, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(telemetry.Propagator)),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -96,14 +96,14 @@ func (r result) describe() string {
 }
 
 // reason names why a permanent failure can never succeed.
-func (r result) reason() jobs.Reason {
+func (r result) reason() dlq.Reason {
 	switch {
 	case r.status == http.StatusGone:
-		return jobs.ReasonGone
+		return dlq.ReasonGone
 	case errors.Is(r.err, egress.ErrBlocked):
-		return jobs.ReasonEgressBlocked
+		return dlq.ReasonEgressBlocked
 	}
-	return jobs.ReasonUnsendable
+	return dlq.ReasonUnsendable
 }
 
 func (r result) errString() string {

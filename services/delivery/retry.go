@@ -13,9 +13,11 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
 )
 
 // conclude records an attempt and decides the job's fate from its result:
@@ -48,7 +50,7 @@ func (d *Delivery) conclude(ctx context.Context, msg jetstream.Msg, meta *jetstr
 		return d.retryLater(msg, meta, job, attempt, delay, res)
 	}
 	d.record(ctx, rec, attempts.OutcomeDead, sub, res)
-	dl := &jobs.DeadLetter{Job: *job, Code: jobs.ReasonRetriesExhausted, LastStatus: res.status, LastError: res.errString(), Attempts: attempt,
+	dl := &dlq.DeadLetter{Job: *job, Code: dlq.ReasonRetriesExhausted, LastStatus: res.status, LastError: res.errString(), Attempts: attempt,
 		Reason: fmt.Sprintf("retries exhausted after %d attempts: %s", attempt, res.describe())}
 	if res.permanent {
 		dl.Code, dl.Reason = res.reason(), res.describe()
@@ -101,11 +103,7 @@ func (d *Delivery) retryLater(msg jetstream.Msg, meta *jetstream.MsgMetadata, jo
 	}
 	// The retry keeps the job's trace context: its attempt is a sibling of
 	// this one, in the same trace.
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := msg.Headers().Get(k); v != "" {
-			m.Header.Set(k, v)
-		}
-	}
+	telemetry.CopyTrace(msg.Headers(), m.Header)
 	target := m.Subject
 	m.Subject = jobs.RetrySubject(job.WebhookID, attempt)
 	// Keyed on this message, not just the webhook id and attempt: a
@@ -121,7 +119,7 @@ func (d *Delivery) retryLater(msg jetstream.Msg, meta *jetstream.MsgMetadata, jo
 // then terminates the job. The order matters: on a work queue, term
 // deletes the job, so it must be safe in the DLQ first. If the DLQ write
 // fails the job is kept and tried again later.
-func (d *Delivery) deadLetter(ctx context.Context, meta *jetstream.MsgMetadata, dl *jobs.DeadLetter) natsx.Outcome {
+func (d *Delivery) deadLetter(ctx context.Context, meta *jetstream.MsgMetadata, dl *dlq.DeadLetter) natsx.Outcome {
 	dl.DeadAt = time.Now().UTC()
 	m, err := dl.Msg(meta.Sequence.Stream)
 	if err != nil {
@@ -141,7 +139,7 @@ func (d *Delivery) settled(ctx context.Context, _ jetstream.Msg, o natsx.Outcome
 }
 
 // outcomeReason names why a job is retried, deferred or failed (dead
-// letters are named by jobs.Reason).
+// letters are named by dlq.Reason).
 type outcomeReason int
 
 const (

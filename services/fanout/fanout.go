@@ -160,7 +160,7 @@ func (r failure) String() string {
 // handle decides one event's fate: rejected with its reason, fanned out,
 // or sent back after a failure of ours.
 func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
-	ctx = events.ExtractTrace(ctx, msg.Headers())
+	ctx = telemetry.Extract(ctx, msg.Headers())
 	ctx, span := f.tel.Tracer.Start(ctx, "fanout "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject())))
 	defer span.End()
@@ -243,7 +243,7 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 		// attempt at it, retries included, is a child of it, in this trace.
 		jctx, jspan := f.tel.Tracer.Start(ctx, "queue "+m.Subject, trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(attribute.String("scanwire.subscription_id", s.ID), attribute.String("scanwire.webhook_id", j.WebhookID)))
-		events.Propagator.Inject(jctx, natsx.HeaderCarrier(m.Header))
+		telemetry.Inject(jctx, m.Header)
 		jspan.End()
 		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait(ctx)))
 		if err != nil {

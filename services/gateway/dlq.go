@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/dlq"
 )
 
 // listDLQ is GET /v1/dlq[?subscription_id=][&limit=].
@@ -18,7 +18,7 @@ func (g *Gateway) listDLQ(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	if list == nil {
-		list = []jobs.Entry{}
+		list = []dlq.Entry{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": list})
 }
@@ -33,7 +33,7 @@ func (g *Gateway) replayDLQ(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	job, err := g.dlq.Replay(r.Context(), c.tenant, id)
 	switch {
-	case errors.Is(err, jobs.ErrNotFound):
+	case errors.Is(err, dlq.ErrNotFound):
 		writeError(w, http.StatusNotFound, "", "dead letter not found")
 	case err != nil:
 		g.log.Error("replay", "id", id, "err", err)

@@ -16,8 +16,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/scanwire/scanwire/internal/attempts"
-	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -44,7 +43,7 @@ type Gateway struct {
 	js       jetstream.JetStream
 	store    *subscriptions.Store
 	attempts *attempts.Log
-	dlq      *jobs.DeadLetters
+	dlq      *dlq.Store
 	limits   *limits.Limiter
 	tenants  *tenants.Store
 	tel      *telemetry.Telemetry
@@ -57,7 +56,7 @@ type Gateway struct {
 type Deps struct {
 	Store     *subscriptions.Store
 	Attempts  *attempts.Log
-	DLQ       *jobs.DeadLetters
+	DLQ       *dlq.Store
 	Limits    *limits.Limiter
 	Tenants   *tenants.Store
 	Telemetry *telemetry.Telemetry
@@ -110,7 +109,7 @@ func (g *Gateway) Handler() http.Handler {
 		return g
 	}
 	return otelhttp.NewHandler(g, "gateway", otelhttp.WithTracerProvider(g.tel.TracerProvider()),
-		otelhttp.WithPropagators(events.Propagator),
+		otelhttp.WithPropagators(telemetry.Propagator),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
 		otelhttp.WithFilter(func(r *http.Request) bool {
 			return r.URL.Path != "/metrics" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz"

@@ -10,6 +10,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/testdelivery"
 )
 
 // subscriptionError answers a store error with its status: 422 for a bad
@@ -230,7 +231,7 @@ func (g *Gateway) testSubscription(w http.ResponseWriter, r *http.Request, c cal
 	if !ok {
 		return
 	}
-	res, err := g.attempts.SendTest(r.Context(), tenant, id, g.cfg.TestWait)
+	res, err := testdelivery.Send(r.Context(), g.js, g.attempts, tenant, id, g.cfg.TestWait)
 	switch {
 	case errors.Is(err, attempts.ErrNoAttempt):
 		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"error": "no attempt within " + g.cfg.TestWait.String() + "; the test delivery is queued and will still be made",

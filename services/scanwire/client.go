@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/egress"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/tenants"
@@ -87,12 +87,12 @@ func (g *globals) subscription(ctx context.Context, id string) (*subscriptions.S
 }
 
 // deadLetters connects and returns the dead-letter queue.
-func (g *globals) deadLetters() (*jobs.DeadLetters, *nats.Conn, error) {
+func (g *globals) deadLetters() (*dlq.Store, *nats.Conn, error) {
 	nc, js, err := g.connect(cliConnName)
 	if err != nil {
 		return nil, nil, err
 	}
-	return jobs.NewDeadLetters(js), nc, nil
+	return dlq.New(js), nc, nil
 }
 
 // tenantStore connects and returns the store of tenant records.

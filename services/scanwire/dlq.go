@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/dlq"
 )
 
 func newDLQCmd(g *globals) *cobra.Command {
@@ -55,7 +55,7 @@ func newDLQListCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func printDeadLetters(w io.Writer, entries []jobs.Entry) error {
+func printDeadLetters(w io.Writer, entries []dlq.Entry) error {
 	tw := newTable(w, "ID\tDEAD AT\tTENANT\tSUBSCRIPTION\tEVENT\tATTEMPTS\tREASON")
 	for _, e := range entries {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, e.DeadAt.Format(time.RFC3339), e.Job.Tenant, e.Job.SubscriptionID, e.Job.EventID, e.Attempts, e.Reason)

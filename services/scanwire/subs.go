@@ -11,6 +11,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/testdelivery"
 )
 
 func newSubsCmd(g *globals) *cobra.Command {
@@ -192,7 +193,7 @@ func newSubsTestCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer done()
-			res, err := attemptLog(js).SendTest(cmd.Context(), tenant, args[0], wait)
+			res, err := testdelivery.Send(cmd.Context(), js, attemptLog(js), tenant, args[0], wait)
 			if errors.Is(err, attempts.ErrNoAttempt) {
 				return fmt.Errorf("no attempt within %s (is 'scanwire run' running?); the test event %s stays queued", wait, res.EventID)
 			}

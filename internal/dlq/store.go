@@ -1,4 +1,4 @@
-package jobs
+package dlq
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 )
 
@@ -24,18 +25,18 @@ type Entry struct {
 	DeadLetter
 }
 
-// DeadLetters lists and replays the DLQ stream.
-type DeadLetters struct {
+// Store lists and replays the DLQ stream.
+type Store struct {
 	js jetstream.JetStream
 }
 
-// NewDeadLetters returns the DLQ over js.
-func NewDeadLetters(js jetstream.JetStream) *DeadLetters { return &DeadLetters{js: js} }
+// New returns the DLQ over js.
+func New(js jetstream.JetStream) *Store { return &Store{js: js} }
 
 // List returns the newest limit dead letters of tenant (every tenant when
 // tenant is ""), of one subscription when subscriptionID is set, oldest
 // first.
-func (d *DeadLetters) List(ctx context.Context, tenant, subscriptionID string, limit int) ([]Entry, error) {
+func (d *Store) List(ctx context.Context, tenant, subscriptionID string, limit int) ([]Entry, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -43,7 +44,7 @@ func (d *DeadLetters) List(ctx context.Context, tenant, subscriptionID string, l
 	if tenant != "" {
 		filter = "dlq." + tenant + ".*"
 		if subscriptionID != "" {
-			filter = DLQSubject(tenant, subscriptionID)
+			filter = Subject(tenant, subscriptionID)
 		}
 	}
 	var out []Entry
@@ -66,7 +67,7 @@ func (d *DeadLetters) List(ctx context.Context, tenant, subscriptionID string, l
 
 // Get returns one dead letter. With tenant set, another tenant's entry is
 // ErrNotFound.
-func (d *DeadLetters) Get(ctx context.Context, tenant string, id uint64) (*Entry, error) {
+func (d *Store) Get(ctx context.Context, tenant string, id uint64) (*Entry, error) {
 	s, err := d.js.Stream(ctx, natsx.StreamDLQ)
 	if err != nil {
 		return nil, err
@@ -92,7 +93,7 @@ func (d *DeadLetters) Get(ctx context.Context, tenant string, id uint64) (*Entry
 // over) with the same webhook id, then removes it from the DLQ: if it
 // fails again, it comes back as a new entry. Replaying the same entry
 // twice within the dedupe window queues it once.
-func (d *DeadLetters) Replay(ctx context.Context, tenant string, id uint64) (*Job, error) {
+func (d *Store) Replay(ctx context.Context, tenant string, id uint64) (*jobs.Job, error) {
 	e, err := d.Get(ctx, tenant, id)
 	if err != nil {
 		return nil, err
