@@ -56,20 +56,30 @@ func (r *Registry) Finished(ctx context.Context, tenant, scanID, eventID string,
 }
 
 // change applies edit to the scan's record with compare-and-swap
-// (kvdoc.Change) and, once the record has both a URL and the finished
-// event, queues the delivery. The job is published before the record says
-// so, under a dedupe id of the scan (not of the event): a crash in
-// between publishes it again, a lost compare-and-swap runs the whole edit
-// (and the publish) again on the newer record, and two replicas racing on
-// two scan.finished events of one scan publish twice; in every case the
-// server keeps one. A record that edit leaves as it was is not written.
+// (kvdoc.Change) and, once the stored record has both a URL and the
+// finished event, queues the delivery, then marks the record queued.
+//
+// The job is made from the record as stored, never from a racer's draft:
+// edits only fill empty fields, so once a complete record is stored its
+// URL and event are fixed, and every replica that finds it complete (two
+// scan.finished events of one scan on two replicas, a redelivery after a
+// crash) publishes the same job, under a dedupe id of the scan, of which
+// the server keeps one. A crash between the publish and the mark publishes
+// it again when the event comes back, to the same effect.
 func (r *Registry) change(ctx context.Context, tenant, scanID string, edit func(*Record)) error {
-	_, _, err := kvdoc.Change(ctx, r.kv, tenant+"."+scanID, func(rec *Record, _ bool) error {
+	key := tenant + "." + scanID
+	rec, _, err := kvdoc.Change(ctx, r.kv, key, func(rec *Record, _ bool) error {
 		edit(rec)
-		if rec.URL != "" && rec.Finished != nil && !rec.Queued {
-			if err := r.queue(ctx, tenant, scanID, rec); err != nil {
-				return err
-			}
+		return nil
+	})
+	if err != nil || rec.URL == "" || rec.Finished == nil || rec.Queued {
+		return err
+	}
+	if err := r.queue(ctx, tenant, scanID, &rec); err != nil {
+		return err
+	}
+	_, _, err = kvdoc.Change(ctx, r.kv, key, func(rec *Record, exists bool) error {
+		if exists { // expired meanwhile: nothing left to mark
 			rec.Queued = true
 		}
 		return nil
