@@ -121,16 +121,6 @@ func ParseSubject(subject string) (Address, error) {
 	return a, nil
 }
 
-// TypeForKind returns the event type whose subject ends in kind.
-func TypeForKind(kind string) (string, bool) {
-	for t, k := range kinds {
-		if k == kind {
-			return t, true
-		}
-	}
-	return "", false
-}
-
 // New builds an event with a fresh id and the current time. data is the
 // event's JSON data, stored as is.
 func New(tenant, source, eventType, scanID string, data []byte) event.Event {

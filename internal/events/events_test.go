@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -64,8 +65,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 			t.Errorf("%q does not mention %q", err, want)
 		}
 	}
-	if !IsInvalid(err) {
-		t.Error("IsInvalid is false for a validation error")
+	if ie := (*InvalidError)(nil); !errors.As(err, &ie) {
+		t.Error("a validation error is not an *InvalidError")
 	}
 }
 

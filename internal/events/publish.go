@@ -30,7 +30,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *eve
 		attribute.String("scanwire.tenant", Tenant(e)), attribute.String("scanwire.scan_id", e.Subject()),
 		attribute.String("scanwire.event_type", e.Type()), attribute.String("scanwire.event_id", e.ID())))
 	defer span.End()
-	InjectTrace(ctx, e)
+	injectTrace(ctx, e)
 	m, err := ToMsg(ctx, subject, e)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
@@ -45,9 +45,9 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *eve
 	return ack, nil
 }
 
-// InjectTrace sets the CloudEvents distributed-tracing extension
+// injectTrace sets the CloudEvents distributed-tracing extension
 // (traceparent, tracestate) of e from the span in ctx, if there is one.
-func InjectTrace(ctx context.Context, e *event.Event) {
+func injectTrace(ctx context.Context, e *event.Event) {
 	c := propagation.MapCarrier{}
 	telemetry.Propagator.Inject(ctx, c)
 	for _, k := range []string{"traceparent", "tracestate"} {

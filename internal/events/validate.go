@@ -34,12 +34,6 @@ func (e *InvalidError) Error() string {
 	return "invalid event: " + strings.Join(parts, "; ")
 }
 
-// IsInvalid reports whether err is (or wraps) an *InvalidError.
-func IsInvalid(err error) bool {
-	var ie *InvalidError
-	return errors.As(err, &ie)
-}
-
 var dataSchemas = map[string]string{
 	TypeScanStarted:   schemas.ScanStarted,
 	TypeScanFinished:  schemas.ScanFinished,

@@ -136,8 +136,11 @@ func (l *loop) run(ctx context.Context, msg jetstream.Msg, received time.Time, h
 func (l *loop) settle(ctx context.Context, msg jetstream.Msg, o Outcome) {
 	err := l.apply(ctx, msg, o)
 	if err != nil {
-		l.log.WarnContext(ctx, "could not settle message; the server will redeliver it", "subject", msg.Subject(),
-			"verdict", o.verdict.String(), "reason", o.label(), "err", err)
+		attrs := []any{"subject", msg.Subject(), "verdict", o.verdict.String(), "reason", o.label(), "err", err}
+		if o.err != nil {
+			attrs = append(attrs, "cause", o.err)
+		}
+		l.log.WarnContext(ctx, "could not settle message; the server will redeliver it", attrs...)
 	}
 	if l.settled != nil {
 		l.settled(ctx, msg, o, err)

@@ -94,12 +94,6 @@ func (o Outcome) Verdict() Verdict { return o.verdict }
 // and logs.
 func (o Outcome) Reason() fmt.Stringer { return o.reason }
 
-// Err is the error behind the outcome, if any.
-func (o Outcome) Err() error { return o.err }
-
-// Delay is how long a Retry or Defer waits.
-func (o Outcome) Delay() time.Duration { return o.delay }
-
 // label is the reason's label, or the verdict's when there is none.
 func (o Outcome) label() string {
 	if o.reason != nil {

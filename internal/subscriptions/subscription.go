@@ -18,6 +18,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/schemas"
 )
@@ -194,13 +195,7 @@ func (s Subscription) MarshalJSON() ([]byte, error) {
 	if p.Secrets == nil {
 		p.Secrets = []Secret{}
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(p); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	return kvdoc.Marshal(p)
 }
 
 // schemaErrors validates doc against the subscription schema and returns
