@@ -172,7 +172,7 @@ func (l *Log) List(ctx context.Context, q Query) ([]Attempt, error) {
 	return out, err
 }
 
-// ErrNoAttempt is returned by WaitFirst when no attempt was made in time.
+// ErrNoAttempt is returned by Watcher.First when no attempt was made in time.
 var ErrNoAttempt = errors.New("no delivery attempt recorded in time")
 
 // Watch starts following the attempts of (tenant, subscription) recorded

@@ -13,7 +13,7 @@ import (
 	"github.com/oklog/ulid/v2"
 )
 
-// Event types of DESIGN.md (the CloudEvents "type" attribute).
+// Event types (the CloudEvents "type" attribute; docs/design.md, Events).
 const (
 	TypeScanStarted   = "scan.started"
 	TypeScanFinished  = "scan.finished"
@@ -44,7 +44,7 @@ func Types() []string {
 	return []string{TypeScanStarted, TypeScanFinished, TypeFindingHigh, TypeFindingMedium, TypeWebhookTest}
 }
 
-// Known reports whether t is an event type of DESIGN.md.
+// Known reports whether t is one of the event types above.
 func Known(t string) bool {
 	_, ok := kinds[t]
 	return ok

@@ -38,7 +38,7 @@ var natsSpecs = spec.WithPrefixMatchExact(
 )
 
 // ToMsg encodes e in binary mode on subject: attributes in ce- headers,
-// data in the body, as DESIGN.md asks of everything published to NATS.
+// data in the body, as everything published to NATS is (docs/design.md).
 func ToMsg(ctx context.Context, subject string, e *event.Event) (*nats.Msg, error) {
 	m := &nats.Msg{Subject: subject, Header: nats.Header{}}
 	w := (*msgWriter)(m)

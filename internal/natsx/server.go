@@ -1,5 +1,8 @@
 // Package natsx holds scanwire's NATS plumbing: the embedded JetStream
-// server, client connections, and the streams and buckets of DESIGN.md.
+// server, client connections, the streams and buckets of docs/design.md,
+// the consume loop that settles every message from its handler's Outcome
+// (consume.go, outcome.go), and the readers of whole streams (ReadAll)
+// and buckets (Watch).
 package natsx
 
 import (
@@ -48,8 +51,9 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		NoSigs:     true,
-		// The default would refuse a 300 KiB event outright; we accept it
-		// into the stream so fan-out can reject it with a reason.
+		// Above the streams' 2 MiB cap (MaxMsgSize), so that an event up
+		// to that size reaches the stream and fan-out rejects it with a
+		// reason, rather than the publish bouncing off the server.
 		MaxPayload: 4 << 20,
 	}
 	if cfg.SyncInterval <= 0 {

@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Stream and bucket names of DESIGN.md. Scripts and other teams rely on them.
+// Stream and bucket names (docs/design.md). Scripts and other teams rely on them.
 const (
 	StreamScanEvents = "SCAN_EVENTS"
 	StreamDeliveries = "DELIVERIES"
@@ -28,7 +28,8 @@ type Topology struct {
 	// Replicas is the replication factor of every stream and bucket (1 on
 	// the embedded server, 3 on a production cluster).
 	Replicas int
-	// EventRetention is how long SCAN_EVENTS keeps events after fan-out.
+	// EventRetention is how long SCAN_EVENTS keeps an event, counted from
+	// when it was stored.
 	EventRetention time.Duration
 	// DeadLetterRetention is how long DLQ and REJECTED keep entries.
 	DeadLetterRetention time.Duration
@@ -37,8 +38,9 @@ type Topology struct {
 	LimitRetention time.Duration
 	// AttemptRetention is how long the attempt log keeps a record.
 	AttemptRetention time.Duration
-	// DedupeWindow is how long a repeated event id (SCAN_EVENTS) or job id
-	// (DELIVERIES) is recognised and dropped by the server.
+	// DedupeWindow is how long a repeated Nats-Msg-Id (of an event, a job,
+	// a dead letter, a rejected copy) is recognised and dropped by the
+	// server.
 	DedupeWindow time.Duration
 }
 
@@ -59,7 +61,7 @@ func DefaultTopology() Topology {
 // fan-out to be rejected with a reason, not bounce off the stream.
 const MaxMsgSize = 2 << 20
 
-// StreamConfigs returns the configuration of every stream of DESIGN.md.
+// StreamConfigs returns the configuration of every stream (docs/design.md).
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{

@@ -165,7 +165,7 @@ func jsString(b *bytes.Buffer, s string) {
 
 // jsNumber prints f as JavaScript's Number.prototype.toString does for
 // finite numbers: the shortest round-tripping digits, in plain notation
-// from 1e-7 up to 1e21 and in exponent notation (1e+21, 1e-7) outside.
+// from 1e-6 up to 1e21 and in exponent notation (1e+21, 1e-7) outside.
 func jsNumber(f float64) string {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return "null"

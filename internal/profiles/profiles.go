@@ -1,6 +1,7 @@
 // Package profiles renders a delivery job into the HTTP request one
 // receiver dialect expects: body shape, event names, headers and signature.
-// Each profile follows one reference document of DESIGN.md byte for byte.
+// Each profile follows one product's public webhook document byte for byte
+// (see docs/design.md, Profiles).
 package profiles
 
 import (
@@ -13,7 +14,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 )
 
-// Profile names of DESIGN.md.
+// Profile names: the values of a subscription's "profile" field.
 const (
 	StandardWebhooks = "standard-webhooks"
 	Pwnkemon         = "pwnkemon"

@@ -1,7 +1,8 @@
 package profiles
 
-// Each verifier below is written from its reference document in
-// ../shared/seeds/, as a receiver would write it, not from the signer.
+// Each verifier below is written from its product's public webhook
+// document (summarised in docs/design.md, Profiles), as a receiver would
+// write it, not from the signer.
 
 import (
 	"bytes"

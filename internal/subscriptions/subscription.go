@@ -1,4 +1,4 @@
-// Package subscriptions holds the subscription document of DESIGN.md, its
+// Package subscriptions holds the subscription document (docs/design.md), its
 // validation, its store in the NATS KV bucket, and the watch-fed cache the
 // services match events against.
 package subscriptions

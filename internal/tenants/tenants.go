@@ -144,8 +144,8 @@ func (s *Store) Delete(ctx context.Context, tenant string) error {
 	return s.kv.Delete(ctx, tenant)
 }
 
-// Cache follows the tenants bucket for fan-out (partners) and delivery
-// (signing secrets), like subscriptions.Cache.
+// Cache follows the tenants bucket for fan-out (partners), like
+// subscriptions.Cache. Delivery reads signing secrets from the Store.
 type Cache struct {
 	kv    jetstream.KeyValue
 	log   *slog.Logger

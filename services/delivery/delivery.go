@@ -3,7 +3,7 @@
 // scheduled message due after the subscription's schedule delay (retry.go)
 // and acks this one; a job that can never succeed, or whose schedule is
 // spent, is copied to the DLQ with its reason and terminated
-// (deadletter.go). The consume loop in natsx settles every job from the
+// (retry.go). The consume loop in natsx settles every job from the
 // outcome handle returns; nothing here acks, naks or terms.
 //
 // Beside this file: http.go sends one attempt, endpoints.go keeps a slow
@@ -56,10 +56,12 @@ type Config struct {
 	// or dead endpoint holds at most this many workers.
 	PerEndpoint int
 	// SlotWait is how long a worker waits for a busy (not stuck) endpoint
-	// to have room before it defers the job (see endpoints).
+	// to have room before it defers the job (see endpoints). A stuck
+	// endpoint's jobs are deferred at once.
 	SlotWait time.Duration
-	// DeferDelay is how long a job for a busy endpoint waits before it is
-	// tried again (plus up to as much jitter).
+	// DeferDelay is how long a deferred job (its endpoint stuck, or still
+	// full after SlotWait) waits before it is tried again, plus up to as
+	// much jitter.
 	DeferDelay time.Duration
 	// MaxAckPending bounds the jobs handed out and not yet finished,
 	// deferred ones included.
@@ -206,8 +208,8 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 	d.health.pruneSecrets(ctx, sub)
 	release, ok := d.endpoints.acquire(ctx, sub.URL, d.cfg.SlotWait)
 	if !ok {
-		// The endpoint is stuck with its share of requests in flight: this
-		// job waits outside the workers, so it cannot take them all.
+		// The endpoint is stuck, or still full after SlotWait: this job
+		// waits outside the workers, so the endpoint cannot take them all.
 		span.SetAttributes(attribute.Bool("scanwire.deferred", true))
 		return natsx.DeferFor(d.cfg.DeferDelay+time.Duration(rand.Int64N(int64(d.cfg.DeferDelay))), deferCongested)
 	}

@@ -1,5 +1,9 @@
 // Package fanout turns each scan event into one delivery job per matching
-// subscription. It is the only reader of SCAN_EVENTS.
+// subscription. It is the only reader of SCAN_EVENTS. An invalid event is
+// copied to REJECTED with its reason; a valid one is paired for per-scan
+// callbacks (internal/callbacks), matched against the subscriptions of its
+// tenant and of the tenant's partner, held to the per-scan limits
+// (internal/limits), and queued as one job per admitted subscription.
 package fanout
 
 import (

@@ -1,6 +1,7 @@
-// Package gateway is scanwire's HTTP API: events in, subscriptions, the
-// attempt log and the DLQ, health and readiness. Every /v1 call is
-// authenticated and confined to the caller's tenant.
+// Package gateway is scanwire's HTTP API: events in, subscriptions and
+// their test deliveries, the attempt log, the DLQ, per-scan stats, tenant
+// records and signing secrets, health, readiness and /metrics. Every /v1
+// call is authenticated and confined to the caller's tenant.
 package gateway
 
 import (
