@@ -1,0 +1,666 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/dlq"
+	"github.com/scanwire/scanwire/internal/egress"
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/internal/telemetry"
+	"github.com/scanwire/scanwire/internal/tenants"
+)
+
+// fixture is one delivery service over its own embedded nats-server: the
+// streams and buckets of DefaultTopology, a subscription store and a
+// running cache over the real bucket, the attempt log, the HTTP client of
+// production (egress dialer, otelhttp) and the OTel SDK.
+type fixture struct {
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	policy   *egress.Policy
+	store    *subscriptions.Store
+	subs     *subscriptions.Cache
+	tenants  *tenants.Store
+	attempts *attempts.Log
+	tel      *telemetry.Telemetry
+	client   *http.Client
+	cfg      Config
+	d        *Delivery
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	js := natsxtest.JetStream(t)
+	log := slog.New(slog.DiscardHandler)
+	fx := &fixture{js: js, kv: natsxtest.KeyValue(t, js, natsx.BucketSubscriptions), policy: &egress.Policy{AllowPrivate: true}, cfg: cfg}
+	fx.store = subscriptions.NewStore(fx.kv, fx.policy)
+	fx.subs = subscriptions.NewCache(fx.kv, fx.policy, log)
+	fx.tenants = tenants.NewStore(natsxtest.KeyValue(t, js, natsx.BucketTenants))
+	fx.attempts = attempts.NewLog(js, log)
+
+	tp := sdktrace.NewTracerProvider()
+	tel, err := telemetry.New(t.Context(), telemetry.Options{TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.tel = tel
+	fx.client = NewHTTPClient(cfg.withDefaults().Timeout, fx.policy.DialContext, tel.TracerProvider())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = fx.subs.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		fx.client.CloseIdleConnections()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = tel.Shutdown(sctx)
+		_ = tp.Shutdown(sctx)
+	})
+	select {
+	case <-fx.subs.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscription cache not ready in 10s")
+	}
+	fx.d = fx.delivery(fx.subs)
+	return fx
+}
+
+// delivery builds a delivery service of the fixture over the cache subs.
+func (fx *fixture) delivery(subs *subscriptions.Cache) *Delivery {
+	return New(fx.js, Deps{Subs: subs, Store: fx.store, Tenants: fx.tenants, Client: fx.client, Attempts: fx.attempts,
+		Telemetry: fx.tel}, slog.New(slog.DiscardHandler), fx.cfg)
+}
+
+// subscribe stores a subscription and waits until the cache has it.
+func (fx *fixture) subscribe(t *testing.T, s subscriptions.Subscription) *subscriptions.Subscription {
+	t.Helper()
+	created, err := fx.store.Create(t.Context(), s)
+	if err != nil {
+		t.Fatalf("create subscription: %v", err)
+	}
+	eventually(t, "the cache to hold "+created.ID, func() bool {
+		_, ok := fx.subs.Get(created.Tenant, created.ID)
+		return ok
+	})
+	return created
+}
+
+// queued is a job stored in DELIVERIES, with the trace context fan-out
+// would have given it.
+type queued struct {
+	job   *jobs.Job
+	trace trace.SpanContext
+	tp    string // its traceparent header
+}
+
+// queue stores a job for sub as fan-out does: a scan.finished event in
+// structured mode, the job's dedupe id, and a producer span's traceparent.
+func (fx *fixture) queue(t *testing.T, sub *subscriptions.Subscription) queued {
+	t.Helper()
+	scan := "s-" + strings.ToLower(subscriptions.NewID()[len("sub_"):])
+	e := events.New(sub.Tenant, "//scanners/test", events.TypeScanFinished, scan,
+		fmt.Appendf(nil, `{"scan_id":%q,"target":"app.example.com","status":"completed"}`, scan))
+	structured, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &jobs.Job{WebhookID: jobs.WebhookID(e.ID(), sub.ID), Tenant: sub.Tenant, SourceTenant: sub.Tenant, SubscriptionID: sub.ID,
+		EventID: e.ID(), EventType: e.Type(), ScanID: scan, Event: structured, Queued: time.Now().UTC()}
+	m, err := j.Msg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, span := fx.tel.Tracer.Start(t.Context(), "queue "+m.Subject, trace.WithSpanKind(trace.SpanKindProducer))
+	telemetry.Inject(ctx, m.Header)
+	span.End()
+	if _, err := fx.js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatalf("queue job: %v", err)
+	}
+	return queued{job: j, trace: span.SpanContext(), tp: m.Header.Get("traceparent")}
+}
+
+// consumer is the delivery consumer of Run (the test fetches from it or
+// runs the consume loop over it; DELIVERIES is a work queue, so a fixture
+// has one).
+func (fx *fixture) consumer(t *testing.T) jetstream.Consumer {
+	t.Helper()
+	cons, err := fx.js.CreateOrUpdateConsumer(t.Context(), natsx.StreamDeliveries, jetstream.ConsumerConfig{
+		Durable: "delivery-test", FilterSubject: "deliveries.>", AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: fx.d.ackWait(), MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cons
+}
+
+// fetch returns n jobs as the consumer hands them out, for direct calls of
+// the handler.
+func (fx *fixture) fetch(t *testing.T, n int) []jetstream.Msg {
+	t.Helper()
+	cons := fx.consumer(t)
+	var out []jetstream.Msg
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out) < n && time.Now().Before(deadline) {
+		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+	}
+	if len(out) != n {
+		t.Fatalf("fetched %d jobs, want %d", len(out), n)
+	}
+	return out
+}
+
+// settledOutcome is what the consume loop reported of one job.
+type settledOutcome struct {
+	subject string
+	outcome natsx.Outcome
+	err     error
+}
+
+type settledLog struct {
+	mu  sync.Mutex
+	got []settledOutcome
+}
+
+// wait returns the first n outcomes once there are n.
+func (l *settledLog) wait(t *testing.T, n int) []settledOutcome {
+	t.Helper()
+	var got []settledOutcome
+	eventually(t, fmt.Sprintf("%d settled jobs", n), func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		got = slices.Clone(l.got)
+		return len(got) >= n
+	})
+	return got[:n]
+}
+
+// consume runs the real consume loop (natsx.Consume, which settles every
+// outcome: stores retry copies and dead letters, acks, terms) over the
+// handler and settled hook of fx.d, as Run does, recording each outcome.
+func (fx *fixture) consume(t *testing.T) *settledLog {
+	t.Helper()
+	cons := fx.consumer(t)
+	log := &settledLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = natsx.Consume(ctx, cons, fx.d.handle, natsx.Options{Workers: 4, JS: fx.js, Log: slog.New(slog.DiscardHandler),
+			Settled: func(ctx context.Context, msg jetstream.Msg, o natsx.Outcome, err error) {
+				fx.d.settled(ctx, msg, o, err)
+				log.mu.Lock()
+				log.got = append(log.got, settledOutcome{subject: msg.Subject(), outcome: o, err: err})
+				log.mu.Unlock()
+			}})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return log
+}
+
+// attemptsOf flushes the attempt log and returns the records of sub.
+func (fx *fixture) attemptsOf(t *testing.T, sub *subscriptions.Subscription) []attempts.Attempt {
+	t.Helper()
+	fx.attempts.Flush(t.Context())
+	recs, err := fx.attempts.List(t.Context(), attempts.Query{Tenant: sub.Tenant, SubscriptionID: sub.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// streamMsgs returns what stream holds on subjects starting with prefix,
+// oldest first.
+func streamMsgs(t *testing.T, js jetstream.JetStream, stream, prefix string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(t.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(m.Subject, prefix) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// receiver is a real HTTP server that records every request and answers
+// with answer.
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	got      []*http.Request
+	inFlight int
+}
+
+func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request)) *receiver {
+	t.Helper()
+	rc := &receiver{}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		rc.mu.Lock()
+		rc.got = append(rc.got, r.Clone(context.Background()))
+		rc.inFlight++
+		rc.mu.Unlock()
+		defer func() { rc.mu.Lock(); rc.inFlight--; rc.mu.Unlock() }()
+		answer(w, r)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func status(code int) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }
+}
+
+// hang answers only once release is closed (or the client gives up).
+func hang(release <-chan struct{}) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+			w.WriteHeader(http.StatusNoContent)
+		case <-r.Context().Done():
+		}
+	}
+}
+
+func (rc *receiver) requests() []*http.Request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.got)
+}
+
+func (rc *receiver) hanging() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.inFlight
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 10s waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A 2xx finishes the job: it leaves DELIVERIES, the attempt is recorded as
+// delivered, and the request was signed and carried the job's trace.
+func TestDeliveredOn200(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusOK))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	q := fx.queue(t, sub)
+
+	log := fx.consume(t)
+	s := log.wait(t, 1)[0]
+	if s.err != nil || s.outcome.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s settled with %v, want done", describe(s.outcome), s.err)
+	}
+	reqs := rc.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("receiver got %d requests, want 1", len(reqs))
+	}
+	h := reqs[0].Header
+	if got := h.Get("Webhook-Id"); got != q.job.WebhookID {
+		t.Errorf("webhook-id %q, want %q", got, q.job.WebhookID)
+	}
+	if sig := h.Get("Webhook-Signature"); !strings.HasPrefix(sig, "v1,") {
+		t.Errorf("webhook-signature %q, want a standard-webhooks v1 signature", sig)
+	}
+	if got := h.Get("X-Scanwire-Tenant"); got != "acme" {
+		t.Errorf("X-Scanwire-Tenant %q, want acme", got)
+	}
+	if tp := h.Get("Traceparent"); !strings.Contains(tp, q.trace.TraceID().String()) {
+		t.Errorf("receiver's traceparent %q is not in the job's trace %s", tp, q.trace.TraceID())
+	}
+
+	var recs []attempts.Attempt
+	eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
+	if len(recs) != 1 {
+		t.Fatalf("%d attempt records, want 1: %+v", len(recs), recs)
+	}
+	if r := recs[0]; r.Outcome != attempts.OutcomeDelivered || r.Status != http.StatusOK || r.Attempt != 1 ||
+		r.WebhookID != q.job.WebhookID || r.EventID != q.job.EventID {
+		t.Errorf("attempt record %+v, want attempt 1 of %s delivered with 200", r, q.job.WebhookID)
+	}
+	eventually(t, "the job to leave DELIVERIES", func() bool {
+		return len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")) == 0
+	})
+}
+
+// A 503 stores the next attempt as a scheduled message on the retry
+// subject, due after the schedule's first delay, carrying the attempt
+// count and the job's trace context; the job itself is acked.
+func TestRetryScheduledOn503(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusServiceUnavailable))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"},
+		Retry: subscriptions.Retry{Schedule: []string{"1m", "2m", "3m"}}})
+	q := fx.queue(t, sub)
+
+	log := fx.consume(t)
+	s := log.wait(t, 1)[0]
+	if s.err != nil || s.outcome.Verdict() != natsx.Retry || s.outcome.Reason() == nil || s.outcome.Reason().String() != "attempt_failed" {
+		t.Fatalf("outcome %s settled with %v, want retry (attempt_failed)", describe(s.outcome), s.err)
+	}
+	var left []*jetstream.RawStreamMsg
+	eventually(t, "the job to be replaced by its retry", func() bool {
+		left = streamMsgs(t, fx.js, natsx.StreamDeliveries, "")
+		return len(left) == 1
+	})
+	m := left[0]
+	if want := jobs.RetrySubject(q.job.WebhookID, 1); m.Subject != want {
+		t.Fatalf("DELIVERIES holds %s, want the retry on %s", m.Subject, want)
+	}
+	next, err := jobs.Decode(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Attempt != 1 || next.WebhookID != q.job.WebhookID || next.EventID != q.job.EventID {
+		t.Errorf("retry copy %+v, want job %s with attempt 1", next, q.job.WebhookID)
+	}
+	if got := m.Header.Get("traceparent"); got != q.tp {
+		t.Errorf("retry traceparent %q, want the job's %q", got, q.tp)
+	}
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), jobs.Subject("acme", sub.ID); got != want {
+		t.Errorf("retry scheduled to %q, want %q", got, want)
+	}
+	at, ok := strings.CutPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ")
+	due, err := time.Parse(time.RFC3339, at)
+	if !ok || err != nil {
+		t.Fatalf("retry schedule %q, want @at <RFC 3339 time>", m.Header.Get(jetstream.ScheduleHeader))
+	}
+	if d := time.Until(due); d < 50*time.Second || d > 62*time.Second {
+		t.Errorf("retry due in %s, want about the schedule's first delay of 1m", d)
+	}
+
+	var recs []attempts.Attempt
+	eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
+	if r := recs[0]; len(recs) != 1 || r.Outcome != attempts.OutcomeRetry || r.Status != http.StatusServiceUnavailable || r.RetryIn != "1m0s" {
+		t.Errorf("attempt records %+v, want one retry after a 503, retry_in 1m0s", recs)
+	}
+	// The failing streak is recorded on the subscription.
+	eventually(t, "the subscription's failing streak", func() bool {
+		s, _, err := fx.store.Get(t.Context(), "acme", sub.ID)
+		return err == nil && s.FailingSince != nil
+	})
+}
+
+// A 410 dead-letters the job (code "gone") and disables the subscription;
+// the next job for it is dead-lettered as disabled without a request.
+func TestGoneDeadLettersAndDisables(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusGone))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"},
+		Retry: subscriptions.Retry{Schedule: []string{"1m", "2m", "3m"}}})
+	q := fx.queue(t, sub)
+
+	log := fx.consume(t)
+	s := log.wait(t, 1)[0]
+	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonGone {
+		t.Fatalf("outcome %s settled with %v, want reject (gone)", describe(s.outcome), s.err)
+	}
+	var dead []*jetstream.RawStreamMsg
+	eventually(t, "the dead letter", func() bool {
+		dead = streamMsgs(t, fx.js, natsx.StreamDLQ, "")
+		return len(dead) > 0
+	})
+	if len(dead) != 1 || dead[0].Subject != dlq.Subject("acme", sub.ID) {
+		t.Fatalf("DLQ holds %d messages (first on %s), want one on %s", len(dead), dead[0].Subject, dlq.Subject("acme", sub.ID))
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(dead[0].Data, &raw); err != nil || raw["code"] != "gone" {
+		t.Errorf("dead letter %s: code %v (%v), want \"gone\"", dead[0].Data, raw["code"], err)
+	}
+	var dl dlq.DeadLetter
+	if err := json.Unmarshal(dead[0].Data, &dl); err != nil {
+		t.Fatal(err)
+	}
+	if dl.Code != dlq.ReasonGone || dl.LastStatus != http.StatusGone || dl.Attempts != 1 || dl.Job.WebhookID != q.job.WebhookID {
+		t.Errorf("dead letter %+v, want job %s gone after 1 attempt with 410", dl, q.job.WebhookID)
+	}
+	stored, _, err := fx.store.Get(t.Context(), "acme", sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stored.Disabled || !strings.Contains(stored.DisabledReason, "410") {
+		t.Errorf("subscription disabled=%v (%q), want disabled for the 410", stored.Disabled, stored.DisabledReason)
+	}
+	eventually(t, "the job to leave DELIVERIES", func() bool {
+		return len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")) == 0
+	})
+
+	// Once the cache knows, the next job is not sent at all.
+	eventually(t, "the cache to see the subscription disabled", func() bool {
+		s, ok := fx.subs.Get("acme", sub.ID)
+		return ok && s.Disabled
+	})
+	fx.queue(t, sub)
+	s = log.wait(t, 2)[1]
+	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonSubscriptionDisabled {
+		t.Errorf("next job: outcome %s settled with %v, want reject (subscription_disabled)", describe(s.outcome), s.err)
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("receiver got %d requests, want only the first", n)
+	}
+}
+
+// A job whose subscription was deleted is dead-lettered with that reason
+// and never sent.
+func TestDeletedSubscriptionDeadLetters(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusOK))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	q := fx.queue(t, sub)
+	if err := fx.store.Delete(t.Context(), "acme", sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the cache to drop the subscription", func() bool {
+		_, ok := fx.subs.Get("acme", sub.ID)
+		return !ok
+	})
+
+	log := fx.consume(t)
+	s := log.wait(t, 1)[0]
+	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonSubscriptionDeleted {
+		t.Fatalf("outcome %s settled with %v, want reject (subscription_deleted)", describe(s.outcome), s.err)
+	}
+	var dead []*jetstream.RawStreamMsg
+	eventually(t, "the dead letter", func() bool {
+		dead = streamMsgs(t, fx.js, natsx.StreamDLQ, "")
+		return len(dead) > 0
+	})
+	var dl dlq.DeadLetter
+	if err := json.Unmarshal(dead[0].Data, &dl); err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dl.Code != dlq.ReasonSubscriptionDeleted || dl.Job.WebhookID != q.job.WebhookID {
+		t.Errorf("DLQ holds %d entries, first %+v; want one subscription_deleted for %s", len(dead), dl, q.job.WebhookID)
+	}
+	if n := len(rc.requests()); n != 0 {
+		t.Errorf("receiver got %d requests for a deleted subscription", n)
+	}
+}
+
+// A subscription created a moment ago, which this replica's cache has not
+// seen yet, is read from the store: the job is delivered, not
+// dead-lettered as deleted.
+func TestSubscriptionNotYetCachedIsDelivered(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusNoContent))
+	sub, err := fx.store.Create(t.Context(), subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := fx.queue(t, sub)
+	// This replica's cache is one that has not caught up (it never will:
+	// it does not run), as another replica's fresh write finds it.
+	behind := subscriptions.NewCache(fx.kv, fx.policy, slog.New(slog.DiscardHandler))
+	d := fx.delivery(behind)
+	if _, ok := behind.Get("acme", sub.ID); ok {
+		t.Fatal("the lagging cache already has the subscription; the test proves nothing")
+	}
+	msg := fx.fetch(t, 1)[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if o := d.handle(ctx, msg); o.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s, want done", describe(o))
+	}
+	reqs := rc.requests()
+	if len(reqs) != 1 || reqs[0].Header.Get("Webhook-Id") != q.job.WebhookID {
+		t.Errorf("receiver got %d requests, want the job %s", len(reqs), q.job.WebhookID)
+	}
+	if n := len(streamMsgs(t, fx.js, natsx.StreamDLQ, "")); n != 0 {
+		t.Errorf("DLQ holds %d entries, want none", n)
+	}
+}
+
+// When every slot of a host is held by a hung receiver, a further job for
+// it is deferred (not attempted, not holding a worker) within SlotWait;
+// once the requests end, the host's entry is gone.
+func TestCongestedEndpointDefers(t *testing.T) {
+	t.Parallel()
+	const slotWait = time.Second
+	fx := newFixture(t, Config{PerEndpoint: 2, SlotWait: slotWait, DeferDelay: 200 * time.Millisecond, Timeout: 10 * time.Second})
+	release := make(chan struct{})
+	var once sync.Once
+	rc := newReceiver(t, hang(release))
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the receiver closes
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	for range 3 {
+		fx.queue(t, sub)
+	}
+	msgs := fx.fetch(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	hung := make(chan natsx.Outcome, 2)
+	for _, m := range msgs[:2] {
+		go func() { hung <- fx.d.handle(ctx, m) }()
+	}
+	eventually(t, "both slots to be held by the hung receiver", func() bool { return rc.hanging() == 2 })
+	if n := fx.d.endpoints.size(); n != 1 {
+		t.Errorf("%d endpoint entries while one host is busy, want 1", n)
+	}
+
+	start := time.Now()
+	o := fx.d.handle(ctx, msgs[2])
+	took := time.Since(start)
+	if o.Verdict() != natsx.Defer || o.Reason() == nil || o.Reason().String() != "endpoint_congested" {
+		t.Errorf("outcome %s, want defer (endpoint_congested)", describe(o))
+	}
+	if took > slotWait+500*time.Millisecond {
+		t.Errorf("deferring took %s, want about SlotWait (%s) at most", took, slotWait)
+	}
+	if n := len(rc.requests()); n != 2 {
+		t.Errorf("receiver got %d requests, want 2: a deferred job is not attempted", n)
+	}
+	if n := fx.d.endpoints.size(); n != 1 {
+		t.Errorf("%d endpoint entries after the deferral, want still 1 (two workers hold it)", n)
+	}
+
+	once.Do(func() { close(release) })
+	for range 2 {
+		select {
+		case o := <-hung:
+			if o.Verdict() != natsx.Done {
+				t.Errorf("released attempt: outcome %s, want done", describe(o))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("released attempts did not end in 10s")
+		}
+	}
+	eventually(t, "the endpoint entry to go", func() bool { return fx.d.endpoints.size() == 0 })
+}
+
+// An attempt ends by the handler's deadline (derived from AckWait in the
+// consume loop), not by the longer per-attempt Timeout.
+func TestAttemptBoundedByHandlerDeadline(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{Timeout: 10 * time.Second})
+	release := make(chan struct{})
+	var once sync.Once
+	rc := newReceiver(t, hang(release))
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"},
+		Retry: subscriptions.Retry{Schedule: []string{"1m"}}})
+	q := fx.queue(t, sub)
+	msg := fx.fetch(t, 1)[0]
+
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	o := fx.d.handle(ctx, msg)
+	took := time.Since(start)
+	if took >= 5*time.Second {
+		t.Errorf("attempt took %s with a 300ms deadline and a 10s timeout", took)
+	}
+	if o.Verdict() != natsx.Retry {
+		t.Errorf("outcome %s, want retry: the attempt timed out", describe(o))
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("receiver got %d requests, want 1", n)
+	}
+	var recs []attempts.Attempt
+	eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
+	if r := recs[0]; r.WebhookID != q.job.WebhookID || r.Status != 0 || !strings.Contains(r.Error, "timeout") {
+		t.Errorf("attempt record %+v, want a timeout without a status", r)
+	}
+}
+
+// describe shows an outcome in a failure message: its verdict, its reason's
+// label, and its fields (the error behind it among them).
+func describe(o natsx.Outcome) string {
+	return fmt.Sprintf("%s (%v) %+v", o.Verdict(), o.Reason(), o)
+}
