@@ -24,13 +24,17 @@ import (
 
 // NewHTTPClient returns the client webhooks are sent with: redirects are
 // never followed (a receiver must not be able to bounce a signed request
-// somewhere else) and every phase has a deadline.
+// somewhere else) and every phase has a deadline (timeout, or Config's
+// default when it is 0).
 //
 // Each request gets an HTTP client span (otelhttp) under the span in its
 // context, and carries traceparent, so a receiver can continue the trace.
 func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error), tp trace.TracerProvider) *http.Client {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	if timeout <= 0 {
+		timeout = Config{}.withDefaults().Timeout
 	}
 	return &http.Client{
 		Timeout: timeout,
