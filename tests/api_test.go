@@ -112,6 +112,7 @@ func (a *api) createSub(doc map[string]any) subDoc {
 // another tenant, on any endpoint; where existence would leak the answer is
 // 404.
 func TestAPITenantIsolation(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme, globex, admin := p.api(t, acmeKey), p.api(t, globexKey), p.api(t, adminKey)
 	failing := newReceiver(t, func(int) int { return 500 })
@@ -178,6 +179,7 @@ func TestAPITenantIsolation(t *testing.T) {
 // Events over HTTP: binary and structured mode, 202 with the id, the same
 // id twice is one event, and a bad event gets fan-out's own words.
 func TestAPIPublishEvents(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	r := newReceiver(t, nil)
@@ -238,6 +240,7 @@ func TestAPIPublishEvents(t *testing.T) {
 // During a rotation's overlap a receiver holding only the old secret and
 // one holding only the new both verify; with overlap 0 the old one stops.
 func TestAPIRotationOverlap(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	r := newReceiver(t, nil)
@@ -292,6 +295,7 @@ func TestAPIRotationOverlap(t *testing.T) {
 // Two edits of the same revision: one wins, the other gets 409 and
 // changes nothing.
 func TestAPIConcurrentUpdatesConflict(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	sub := acme.createSub(map[string]any{"url": "http://127.0.0.1:9/x", "events": []string{"scan.started"}})
@@ -339,6 +343,7 @@ func TestAPIConcurrentUpdatesConflict(t *testing.T) {
 // attempt; the attempt log and the DLQ can be read and a dead letter
 // replayed with the same webhook-id.
 func TestAPITestAttemptsAndReplay(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	var mu sync.Mutex
@@ -416,6 +421,7 @@ func TestAPITestAttemptsAndReplay(t *testing.T) {
 // An operator's invalid document in the bucket shows in the API as invalid
 // and does not stop valid ones from being served.
 func TestAPIShowsInvalidDocuments(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	kv, err := p.JS.KeyValue(context.Background(), natsx.BucketSubscriptions)
@@ -444,29 +450,57 @@ func natsMsg(subject, body string) *nats.Msg {
 	return m
 }
 
-// A rotated-out secret leaves the document once it has expired.
+// A rotated-out secret leaves the document once it has expired, and no
+// webhook sent after its expiry is signed with it.
+//
+// Delivery prunes the document before it POSTs, so the order of "document
+// pruned" and "request received" is not fixed: the checks hold for every
+// request, whenever it came, rather than for "the first" one.
 func TestExpiredSecretsAreRemoved(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	r := newReceiver(t, nil)
 	sub := acme.createSub(map[string]any{"url": r.URL, "events": []string{"scan.started"}})
-	if code := acme.do("POST", "/v1/subscriptions/"+sub.ID+"/rotate-secret", map[string]string{"overlap": "1s"}, nil); code != 200 {
-		t.Fatalf("rotate: %d", code)
+	oldSecret := sub.Secrets[0].Secret
+	var rot struct {
+		Secret string     `json:"secret"`
+		Expire *time.Time `json:"previous_secrets_expire"`
 	}
-	time.Sleep(1200 * time.Millisecond)
+	if code := acme.do("POST", "/v1/subscriptions/"+sub.ID+"/rotate-secret", map[string]string{"overlap": "1s"}, &rot); code != 200 || rot.Secret == "" || rot.Expire == nil {
+		t.Fatalf("rotate: %d %+v", code, rot)
+	}
+	// Delivery works from the cache: it must hold the rotated document,
+	// old secret included, or there is nothing to prune.
+	eventually(t, 5*time.Second, func() bool { s, _ := p.Subs.Get("acme", sub.ID); return s != nil && len(s.Secrets) == 2 })
+	// The old secret expires on the clock at the time the API returned:
+	// that moment is the condition, waited for and no longer.
+	eventually(t, 5*time.Second, func() bool { return time.Now().After(*rot.Expire) })
 	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
+	eventually(t, 10*time.Second, func() bool { return r.count() >= 1 })
+	// The stored document loses the expired secret (and keeps the new one).
 	eventually(t, 10*time.Second, func() bool {
 		s, _, err := p.Store.Get(context.Background(), "acme", sub.ID)
-		return err == nil && len(s.Secrets) == 1
+		return err == nil && len(s.Secrets) == 1 && s.Secrets[0].Secret == rot.Secret
 	})
-	if n := len(strings.Fields(r.requests()[0].Header.Get("webhook-signature"))); n != 1 {
-		t.Errorf("%d signatures after the overlap ended, want 1", n)
+	p.settle(t)
+	for i, got := range r.requests() {
+		if n := len(strings.Fields(got.Header.Get("webhook-signature"))); n != 1 {
+			t.Errorf("request %d: %d signatures after the overlap ended, want 1", i+1, n)
+		}
+		if err := verifyStandardWebhook(rot.Secret, got.Header, got.Body); err != nil {
+			t.Errorf("request %d: new secret: %v", i+1, err)
+		}
+		if err := verifyStandardWebhook(oldSecret, got.Header, got.Body); err == nil {
+			t.Errorf("request %d still verifies with the expired secret", i+1)
+		}
 	}
 }
 
 // What the limits suppressed is visible through the API, per subscription
 // and finding type; another tenant sees nothing of it.
 func TestAPIScanStats(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	r := newReceiver(t, nil)
@@ -510,6 +544,7 @@ func TestAPIScanStats(t *testing.T) {
 // unsigned Detectify bodies; a portal (cg) subscription with a user-given
 // secret gets X-CG-Hook-Signature over the exact body.
 func TestProfilesThroughThePipeline(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	det := newReceiver(t, nil)

@@ -7,11 +7,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
 )
 
 // verifyPwnkemon is the Pwnkemon document's Flask verifier in Go: parse
@@ -40,6 +47,7 @@ func verifyPwnkemon(secret string, r received) error {
 }
 
 func TestPerScanCallbacks(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, nil)
 	secret, err := p.Tenants.SigningSecret(context.Background(), "acme")
@@ -109,6 +117,7 @@ func TestPerScanCallbacks(t *testing.T) {
 
 // A callback URL the egress policy refuses is refused with its event.
 func TestCallbackURLPassesEgressPolicy(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t", "callback_url": "http://169.254.169.254/latest"})
 	eventually(t, 10*time.Second, func() bool { return len(p.readStream(t, "REJECTED")) == 1 })
@@ -129,24 +138,138 @@ func keys(m map[string]map[string]any) []string {
 // Two scan.finished events of one scan fanned out at once by different
 // workers used to queue two callbacks (each under its own event's dedupe
 // id) before either recorded it. One scan, one callback.
+//
+// The race is made to happen, not hoped for: two fan-out processes share
+// the work, and each scan's scan.started and two scan.finished (distinct
+// ids) are published in one burst with every other scan's, so that the
+// workers of both take them at once. Rounds of scans are sent until the two
+// scan.finished of some scan were seen in fan-out at the same time (their
+// fan-out spans overlap); a run in which that never happened fails, since
+// it would prove nothing.
 func TestConcurrentScanFinishedQueueOneCallback(t *testing.T) {
-	p := startPipeline(t, "")
+	t.Parallel()
+	const scans, maxRounds = 20, 5
+	optA, recA, _ := withRecorder(t)
+	p := startPipeline(t, "", optA)
+	optB, recB, _ := withRecorder(t)
+	startReplica(t, p, optB, func(c *app.Config) { c.Services = []string{app.ServiceFanout} })
 	r := newReceiver(t, nil)
-	const scans = 20
-	for i := range scans {
-		scan := fmt.Sprintf("race-%d", i)
-		p.publish(t, "acme", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t", "callback_url": r.URL + "/cb"})
+
+	// Every callback job fan-out publishes, duplicates the server drops
+	// included: two for one scan mean both events got past the record.
+	var mu sync.Mutex
+	queued := map[string]int{}
+	sub, err := p.NC.Subscribe(jobs.Subject("acme", jobs.CallbackSubscription), func(m *nats.Msg) {
+		if j, err := jobs.Decode(m.Data); err == nil {
+			mu.Lock()
+			queued[j.ScanID]++
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	p.settle(t)
-	for i := range scans {
-		scan := fmt.Sprintf("race-%d", i)
-		for range 3 {
-			p.publish(t, "acme", events.TypeScanFinished, scan, map[string]any{"scan_id": scan, "target": "t", "status": "completed"})
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := p.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	var all []string
+	overlapped := 0
+	for round := 0; round < maxRounds && overlapped == 0; round++ {
+		var burst []*nats.Msg
+		for i := range scans {
+			scan := fmt.Sprintf("race-%d-%d", round, i)
+			all = append(all, scan)
+			started := eventMsg(t, "acme", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t", "callback_url": r.URL + "/cb"})
+			finished := func() *nats.Msg {
+				return eventMsg(t, "acme", events.TypeScanFinished, scan, map[string]any{"scan_id": scan, "target": "t", "status": "completed"})
+			}
+			// The start first, between or last: the pair must meet in any order.
+			evs := []*nats.Msg{finished(), finished()}
+			evs = slices.Insert(evs, i%3, started)
+			burst = append(burst, evs...)
+		}
+		publishBurst(t, p.JS, burst)
+		eventually(t, 20*time.Second, func() bool { return len(callbackScans(t, r)) >= len(all) })
+		p.settle(t)
+		overlapped = concurrentFinishes(append(recA.Ended(), recB.Ended()...))
+	}
+	// Settled: fan-out and delivery have nothing pending or in flight, so
+	// a second callback of any scan would have arrived by now.
+	got := callbackScans(t, r)
+	for _, scan := range all {
+		if got[scan] != 1 {
+			t.Errorf("scan %s: %d callbacks, want 1", scan, got[scan])
 		}
 	}
-	eventually(t, 10*time.Second, func() bool { return r.count() >= scans })
-	p.settle(t)
-	if n := r.count(); n != scans {
-		t.Errorf("%d callbacks for %d scans", n, scans)
+	if len(got) != len(all) {
+		t.Errorf("callbacks for %d scans, want %d", len(got), len(all))
 	}
+	mu.Lock()
+	doubled := 0
+	for _, n := range queued {
+		if n > 1 {
+			doubled++
+		}
+	}
+	mu.Unlock()
+	t.Logf("%d scans in %d round(s): %d with both scan.finished in fan-out at once, %d queued their callback twice (one kept by the server)",
+		len(all), len(all)/scans, overlapped, doubled)
+	if overlapped == 0 {
+		t.Fatalf("in %d rounds the two scan.finished of no scan were fanned out at the same time: the race was not exercised", maxRounds)
+	}
+}
+
+// callbackScans counts a receiver's callbacks per scan.
+func callbackScans(t *testing.T, r *receiver) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, req := range r.requests() {
+		var body struct {
+			ScanID string `json:"scan_id"`
+		}
+		if err := json.Unmarshal(req.Body, &body); err != nil || body.ScanID == "" {
+			t.Fatalf("callback body %s: %v", req.Body, err)
+		}
+		got[body.ScanID]++
+	}
+	return got
+}
+
+// concurrentFinishes counts the scans whose scan.finished events were in
+// fan-out at overlapping times, from fan-out's spans.
+func concurrentFinishes(spans []sdktrace.ReadOnlySpan) int {
+	type interval struct{ start, end time.Time }
+	byScan := map[string][]interval{}
+	for _, s := range spans {
+		if !strings.HasPrefix(s.Name(), "fanout ") {
+			continue
+		}
+		var scan, typ string
+		for _, a := range s.Attributes() {
+			switch a.Key {
+			case "scanwire.scan_id":
+				scan = a.Value.AsString()
+			case "scanwire.event_type":
+				typ = a.Value.AsString()
+			}
+		}
+		if typ == events.TypeScanFinished {
+			byScan[scan] = append(byScan[scan], interval{s.StartTime(), s.EndTime()})
+		}
+	}
+	n := 0
+	for _, iv := range byScan {
+	pairs:
+		for i := range iv {
+			for j := i + 1; j < len(iv); j++ {
+				if iv[i].start.Before(iv[j].end) && iv[j].start.Before(iv[i].end) {
+					n++
+					break pairs
+				}
+			}
+		}
+	}
+	return n
 }

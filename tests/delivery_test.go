@@ -16,6 +16,7 @@ import (
 // An event published on NATS reaches each matching subscription exactly
 // once, signed by the Standard Webhooks rule, and no one else.
 func TestEventReachesEachMatchingSubscriptionOnce(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	findings := newReceiver(t, nil)
 	finished := newReceiver(t, nil)
@@ -82,6 +83,7 @@ func TestEventReachesEachMatchingSubscriptionOnce(t *testing.T) {
 // A receiver answering 500, 500, 200 gets three attempts with one
 // webhook-id, each freshly timestamped and validly signed.
 func TestRetryUntilSuccessKeepsWebhookIDAndResigns(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, func(n int) int {
 		if n <= 2 {
@@ -124,6 +126,7 @@ func TestRetryUntilSuccessKeepsWebhookIDAndResigns(t *testing.T) {
 // A receiver that always fails ends in DLQ with the reason, after the
 // schedule is spent; a healthy subscription of the same event is unaffected.
 func TestAlwaysFailingReceiverEndsInDLQ(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	broken := newReceiver(t, func(int) int { return http.StatusBadGateway })
 	healthy := newReceiver(t, nil)
@@ -160,6 +163,7 @@ func TestAlwaysFailingReceiverEndsInDLQ(t *testing.T) {
 // A job whose subscription was deleted meanwhile is dead-lettered with that
 // reason rather than dropped.
 func TestJobForDeletedSubscriptionIsDeadLettered(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, func(int) int { return http.StatusServiceUnavailable })
 	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
@@ -179,6 +183,7 @@ func TestJobForDeletedSubscriptionIsDeadLettered(t *testing.T) {
 // and back to the DLQ: its retries are not mistaken by the server's
 // dedupe for those of its first life.
 func TestReplayedJobThatFailsAgainIsDeadLetteredAgain(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, func(int) int { return http.StatusInternalServerError })
 	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},

@@ -18,6 +18,7 @@ import (
 // at delivery time (DNS rebinding) is refused at dial time and
 // dead-lettered as "egress blocked", not retried.
 func TestDialTimeGuardDeadLettersRebinding(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	// Written straight into the bucket, as an operator could: the static
 	// checks pass (it is a name), only the dial can catch it.
@@ -49,6 +50,7 @@ func TestDialTimeGuardDeadLettersRebinding(t *testing.T) {
 // A receiver that redirects (here to a private address) is not followed:
 // the 302 counts as a failed attempt.
 func TestRedirectIsNotFollowed(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	private := newReceiver(t, nil)
 	r := newReceiverWith(t, func(_ int, w http.ResponseWriter) {
@@ -70,6 +72,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 // Without --allow-private-targets the API refuses private and http URLs
 // with 422 naming the url field.
 func TestAPIRefusesPrivateTargets(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway(), func(c *app.Config) { c.AllowPrivateTargets = false })
 	acme := p.api(t, acmeKey)
 	for _, u := range []string{"http://hooks.example.com/x", "https://10.0.0.1/x", "https://internal.example.net/x", "https://[::ffff:169.254.169.254]/", "https://2852039166/"} {

@@ -16,6 +16,7 @@ import (
 // --services fanout,delivery`, twice) share the work: every event is
 // delivered, once.
 func TestTwoReplicasOnExternalNATSDeliverOnce(t *testing.T) {
+	t.Parallel()
 	ns, err := natsx.StartServer(natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -34,10 +35,16 @@ func TestTwoReplicasOnExternalNATSDeliverOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = a.Close(context.Background()) })
+		awaitConsumers(t, a.JS, []string{app.ServiceFanout, app.ServiceDelivery})
 		replicas = append(replicas, a)
 	}
 	p := &pipeline{App: replicas[0]}
 	r := newReceiver(t, nil)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("receiver: %d requests, %d distinct; %s", r.count(), uniqueIDs(r), p.consumers())
+		}
+	})
 	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.*"}})
 	eventually(t, 5*time.Second, func() bool { _, ok := replicas[1].Subs.Get("acme", sub.ID); return ok })
 

@@ -13,6 +13,7 @@ import (
 // customers' events, each saying whose it is; customers hear neither the
 // partner's events nor each other's.
 func TestPartnerIsolationBothWays(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	admin := p.api(t, adminKey)
 	for _, c := range []string{"acme", "globex"} {

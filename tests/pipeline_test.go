@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,12 +35,32 @@ import (
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
+	"github.com/scanwire/scanwire/services/delivery"
+	"github.com/scanwire/scanwire/services/fanout"
 )
+
+// defaultParallel is how many tests run at once when -parallel is not
+// given. The tests mostly wait (retry schedules, pull waits, slow or hung
+// receivers: 8 s of CPU in 90 s of wall time when run one by one), so the
+// testing package's default of GOMAXPROCS (2 on a small CI machine) would
+// leave the CPU idle.
+const defaultParallel = 8
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel, runtime.GOMAXPROCS(0))))
+	}
+	os.Exit(m.Run())
+}
 
 // pipeline is a running scanwire: embedded NATS, fan-out and delivery.
 type pipeline struct {
 	*app.App
-	dataDir string
+	dataDir  string
+	services []string
 }
 
 type pipelineOpt func(*app.Config)
@@ -52,23 +74,19 @@ func withDeliveryWorkers(n int) pipelineOpt {
 }
 
 // testLogger shows the services' logs only with -v, so failures can be
-// read without drowning passing runs.
+// read without drowning passing runs. Each line names its test: tests run
+// in parallel and their lines interleave.
 func testLogger(t testing.TB) *slog.Logger {
 	if !testing.Verbose() {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))).With("test", t.Name())
 }
 
-// startPipeline starts the services on a fresh data dir (or dataDir, to
-// resume one) and stops them when the test ends.
-func startPipeline(t testing.TB, dataDir string, opts ...pipelineOpt) *pipeline {
-	t.Helper()
-	if dataDir == "" {
-		dataDir = t.TempDir()
-	}
+// baseConfig is the configuration every process of a test starts from:
+// fan-out and delivery, loopback receivers allowed, the test resolver.
+func baseConfig(t testing.TB) app.Config {
 	cfg := app.Config{
-		Server:   natsx.ServerConfig{DataDir: dataDir, Listen: "127.0.0.1:0"},
 		Topology: natsx.DefaultTopology(),
 		Services: []string{app.ServiceFanout, app.ServiceDelivery},
 		Log:      testLogger(t),
@@ -77,6 +95,40 @@ func startPipeline(t testing.TB, dataDir string, opts ...pipelineOpt) *pipeline 
 		Resolver:            testResolver{},
 	}
 	cfg.Delivery.Timeout = 5 * time.Second
+	return cfg
+}
+
+// startPipeline starts the services on a fresh data dir (or dataDir, to
+// resume one) and stops them when the test ends.
+//
+// Nothing here is process-global: each pipeline has its own embedded
+// server on a free port, its own data dir, and its own telemetry (tracer
+// and meter providers, Prometheus registry; no otel global is set), so
+// tests that use it can run in parallel.
+func startPipeline(t testing.TB, dataDir string, opts ...pipelineOpt) *pipeline {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	cfg := baseConfig(t)
+	cfg.Server = natsx.ServerConfig{DataDir: dataDir, Listen: "127.0.0.1:0"}
+	return start(t, cfg, dataDir, opts)
+}
+
+// startReplica starts a second scanwire process joined to p's NATS server,
+// as `scanwire run --nats URL` does: it shares p's streams, buckets and
+// durable consumers, so the two split the work. It stops when the test
+// ends, before p (cleanups run last-registered first).
+func startReplica(t testing.TB, p *pipeline, opts ...pipelineOpt) *pipeline {
+	t.Helper()
+	awaitConsumers(t, p.JS, p.services)
+	cfg := baseConfig(t)
+	cfg.NATSURL = p.ClientURL()
+	return start(t, cfg, "", opts)
+}
+
+func start(t testing.TB, cfg app.Config, dataDir string, opts []pipelineOpt) *pipeline {
+	t.Helper()
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -86,9 +138,33 @@ func startPipeline(t testing.TB, dataDir string, opts ...pipelineOpt) *pipeline 
 	if err != nil {
 		t.Fatalf("start pipeline: %v", err)
 	}
-	p := &pipeline{App: a, dataDir: dataDir}
+	p := &pipeline{App: a, dataDir: dataDir, services: cfg.Services}
 	t.Cleanup(func() { p.stop(t) })
 	return p
+}
+
+// awaitConsumers waits until the durable consumers of a process running
+// services exist; their services create them after app.Start returns.
+//
+// A second process must not start before: its app.Start updates the
+// streams (Topology.Ensure) and nats-server v2.15.2 has a data race
+// between a stream update and a consumer creation on that stream
+// (fileStore.UpdateConfig, filestore.go:757, against
+// fileStore.ConsumerStore, filestore.go:13552), which -race reports as a
+// failure of whichever test is running.
+func awaitConsumers(t testing.TB, js jetstream.JetStream, services []string) {
+	t.Helper()
+	want := map[string]string{app.ServiceFanout: natsx.StreamScanEvents, app.ServiceDelivery: natsx.StreamDeliveries}
+	eventually(t, 10*time.Second, func() bool {
+		for _, s := range services {
+			if stream, ok := want[s]; ok {
+				if _, err := js.Consumer(context.Background(), stream, s); err != nil {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 // stop shuts the pipeline down; calling it twice is harmless.
@@ -134,6 +210,56 @@ func (p *pipeline) publish(t testing.TB, tenant, typ, scan string, data map[stri
 		t.Fatalf("publish: %v", err)
 	}
 	return e.ID()
+}
+
+// eventMsg is a valid event as a NATS message with its dedupe id, for
+// publishBurst.
+func eventMsg(t testing.TB, tenant, typ, scan string, data map[string]any) *nats.Msg {
+	t.Helper()
+	b, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := events.New(tenant, "//scanners/test", typ, scan, b)
+	subject, err := events.Subject(tenant, scan, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := events.ToMsg(context.Background(), subject, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Header.Set(nats.MsgIdHdr, e.ID())
+	return m
+}
+
+// publishBurst publishes msgs (which carry their dedupe ids) back to back,
+// in order, without waiting for each acknowledgement, as a busy scanner
+// fleet does, and returns once the server has stored them all. One whose
+// acknowledgement does not come in time (a loaded machine) is published
+// again and waited for, as a scanner retries: its dedupe id makes that
+// safe.
+func publishBurst(t testing.TB, js jetstream.JetStream, msgs []*nats.Msg) {
+	t.Helper()
+	acks := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		var err error
+		if acks[i], err = js.PublishMsgAsync(m, jetstream.WithStallWait(10*time.Second)); err != nil {
+			t.Fatalf("publish %s: %v", m.Subject, err)
+		}
+	}
+	for i, a := range acks {
+		select {
+		case <-a.Ok():
+		case <-a.Err():
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := js.PublishMsg(ctx, a.Msg())
+			cancel()
+			if err != nil {
+				t.Fatalf("publish %s: %v", msgs[i].Subject, err)
+			}
+		}
+	}
 }
 
 func finding(scan, typ string, cvss float64, title string) map[string]any {
@@ -185,7 +311,7 @@ func (p *pipeline) readStream(t testing.TB, stream string) []*jetstream.RawStrea
 func (p *pipeline) settle(t testing.TB) {
 	t.Helper()
 	eventually(t, 20*time.Second, func() bool {
-		for stream, consumer := range map[string]string{natsx.StreamScanEvents: "fanout", natsx.StreamDeliveries: "delivery"} {
+		for stream, consumer := range map[string]string{natsx.StreamScanEvents: fanout.ConsumerName(fanout.Config{}), natsx.StreamDeliveries: delivery.ConsumerName(delivery.Config{})} {
 			c, err := p.JS.Consumer(context.Background(), stream, consumer)
 			if errors.Is(err, jetstream.ErrConsumerNotFound) {
 				continue // that service does not run here
@@ -200,6 +326,27 @@ func (p *pipeline) settle(t testing.TB) {
 		}
 		return true
 	})
+}
+
+// consumers describes the work fan-out and delivery have left, for
+// failure messages.
+func (p *pipeline) consumers() string {
+	var out []string
+	for _, sc := range [][2]string{{natsx.StreamScanEvents, fanout.ConsumerName(fanout.Config{})}, {natsx.StreamDeliveries, delivery.ConsumerName(delivery.Config{})}} {
+		c, err := p.JS.Consumer(context.Background(), sc[0], sc[1])
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", sc[1], err))
+			continue
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", sc[1], err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: %d pending, %d ack pending, %d redelivered, %d pulls waiting",
+			sc[1], info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting))
+	}
+	return strings.Join(out, "; ")
 }
 
 // received is one request a receiver got.

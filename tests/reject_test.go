@@ -51,6 +51,7 @@ const goodFinding = `{"scan_id":"s1","target":"app.example.com","finding_id":"f1
 // Every kind of bad input lands in REJECTED with a reason a person can act
 // on, produces no webhook, and leaves the services running.
 func TestBadInputIsRejectedWithReason(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, nil)
 	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"*"}})
@@ -129,6 +130,7 @@ func TestBadInputIsRejectedWithReason(t *testing.T) {
 
 // Publishing the same event id twice stores one event and delivers once.
 func TestDuplicateEventIDDeliversOnce(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, nil)
 	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"finding.high"}})

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,12 +14,20 @@ import (
 // dir delivers every event: nothing acked that was not delivered, nothing
 // lost in the stop.
 func TestRestartMidFlowDeliversEverything(t *testing.T) {
+	t.Parallel()
 	const n = 200
 	dir := t.TempDir()
-	// Few workers and a slow receiver keep work in flight when the stop comes.
+	// Few workers and a slow receiver keep work in flight when the stop
+	// comes. The sleep is the receiver's latency, not a wait for anything;
+	// after the stop the receiver answers at once, as how fast the rest is
+	// delivered is not what this test is about.
+	var slow atomic.Bool
+	slow.Store(true)
 	p := startPipeline(t, dir, withDeliveryWorkers(4))
 	r := newReceiver(t, func(int) int {
-		time.Sleep(50 * time.Millisecond)
+		if slow.Load() {
+			time.Sleep(50 * time.Millisecond)
+		}
 		return 204
 	})
 	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"finding.*"}})
@@ -29,6 +38,7 @@ func TestRestartMidFlowDeliversEverything(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { return r.count() >= n/10 })
 	p.stop(t)
 	before := r.count()
+	slow.Store(false)
 
 	p = startPipeline(t, dir, withDeliveryWorkers(4))
 	eventually(t, 30*time.Second, func() bool { return uniqueIDs(r) == n })

@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/events"
@@ -15,6 +18,7 @@ import (
 // 429 with Retry-After: 2 makes the next attempt wait about two seconds,
 // whatever the schedule says.
 func TestRetryAfterIsHonoured(t *testing.T) {
+	// Serial: it bounds the gap from above (4s), which a loaded machine running the other tests could stretch.
 	p := startPipeline(t, "")
 	var r *receiver
 	r = newReceiverWith(t, func(n int, w http.ResponseWriter) {
@@ -39,6 +43,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 // job; no further attempts are made, and later events are dead-lettered
 // as "subscription disabled", not dropped.
 func TestGoneDisablesAndDeadLetters(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "")
 	r := newReceiver(t, func(int) int { return http.StatusGone })
 	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"},
@@ -67,6 +72,7 @@ func TestGoneDisablesAndDeadLetters(t *testing.T) {
 // A subscription whose deliveries keep failing longer than the
 // auto-disable period is disabled with the reason.
 func TestFailingStreakAutoDisables(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", func(c *app.Config) { c.Delivery.AutoDisableAfter = 1500 * time.Millisecond })
 	var healthy atomic.Bool
 	r := newReceiver(t, func(int) int {
@@ -116,13 +122,17 @@ func TestFailingStreakAutoDisables(t *testing.T) {
 // Endpoint A never answers and has a thousand jobs queued; endpoint B is
 // healthy. B keeps receiving while A's requests hang.
 func TestHungEndpointDoesNotStarveOthers(t *testing.T) {
+	// Serial: on a loaded machine delivery keeps re-handling A's deferred jobs ahead of B's new ones and B waits past 20s.
 	if testing.Short() {
 		t.Skip("isolation under a hung endpoint takes a few seconds")
 	}
 	p := startPipeline(t, "", func(c *app.Config) {
 		c.Delivery.Workers = 16
 		c.Delivery.PerEndpoint = 4
-		c.Delivery.Timeout = 30 * time.Second
+		// Longer than the test can take, however busy the machine: A's
+		// requests never time out and come back as new ones, so the
+		// requests A has received are the requests in flight to it.
+		c.Delivery.Timeout = 5 * time.Minute
 	})
 	hang := make(chan struct{})
 	var hung atomic.Int32
@@ -132,19 +142,28 @@ func TestHungEndpointDoesNotStarveOthers(t *testing.T) {
 	})
 	t.Cleanup(func() { close(hang) })
 	b := newReceiver(t, nil)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("B got %d of 20; %s", b.count(), p.consumers())
+		}
+	})
 	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: a.URL, Events: []string{"finding.*"}})
 	p.subscribe(t, subscriptions.Subscription{Tenant: "beta", URL: b.URL, Events: []string{"scan.started"}})
+	// A thousand jobs for A, in one burst. One scan each: the findings
+	// limits admit them all and their records are not contended.
+	var queued []*nats.Msg
 	for i := range 1000 {
-		scan := "s" + string(rune('a'+i%26))
-		data := finding(scan, "t", 7, "x")
-		data["type"] = "t" + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
-		p.publish(t, "acme", events.TypeFindingHigh, scan, data)
+		scan := fmt.Sprintf("s%d", i)
+		queued = append(queued, eventMsg(t, "acme", events.TypeFindingHigh, scan, finding(scan, "t", 7, "x")))
 	}
+	publishBurst(t, p.JS, queued)
 	eventually(t, 10*time.Second, func() bool { return hung.Load() >= 4 })
+	var healthy []*nats.Msg
 	for i := range 20 {
 		scan := "b" + string(rune('a'+i))
-		p.publish(t, "beta", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t"})
+		healthy = append(healthy, eventMsg(t, "beta", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t"}))
 	}
+	publishBurst(t, p.JS, healthy)
 	eventually(t, 20*time.Second, func() bool { return b.count() == 20 })
 	if n := hung.Load(); n > 4 {
 		t.Errorf("%d requests in flight to the hung endpoint, cap is 4", n)

@@ -20,6 +20,8 @@ import (
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
+	"github.com/scanwire/scanwire/services/delivery"
+	"github.com/scanwire/scanwire/services/fanout"
 )
 
 // withRecorder routes the pipeline's spans into a recorder.
@@ -37,6 +39,7 @@ func withRecorder(t testing.TB) (pipelineOpt, *tracetest.SpanRecorder, trace.Tra
 // them retried once: every span is in one trace, each parent is right, and
 // the receivers see a traceparent of that trace.
 func TestOneTraceFromScannerToReceivers(t *testing.T) {
+	t.Parallel()
 	opt, rec, tp := withRecorder(t)
 	p := startPipeline(t, "", opt)
 	ok := newReceiver(t, nil)
@@ -116,6 +119,7 @@ func TestOneTraceFromScannerToReceivers(t *testing.T) {
 
 // /metrics after a known run shows the expected counters.
 func TestMetricsAfterKnownRun(t *testing.T) {
+	t.Parallel()
 	p := startPipeline(t, "", withGateway())
 	good := newReceiver(t, nil)
 	bad := newReceiver(t, func(int) int { return 500 })
@@ -149,8 +153,8 @@ func TestMetricsAfterKnownRun(t *testing.T) {
 		`scanwire_limit_suppressed_total{subscription_id=`,
 		`scanwire_attempt_duration_seconds_count{outcome="delivered",profile="standard-webhooks"} 2`,
 		`scanwire_subscriptions_cached 2`,
-		`scanwire_consumer_pending{consumer="delivery",stream="DELIVERIES"} 0`,
-		`scanwire_consumer_ack_pending{consumer="fanout",stream="SCAN_EVENTS"} 0`,
+		`scanwire_consumer_pending{consumer="` + delivery.ConsumerName(delivery.Config{}) + `",stream="DELIVERIES"} 0`,
+		`scanwire_consumer_ack_pending{consumer="` + fanout.ConsumerName(fanout.Config{}) + `",stream="SCAN_EVENTS"} 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -182,6 +186,7 @@ func (s *syncBuffer) String() string {
 // No secret, signature or Authorization header appears in any log line,
 // span attribute or error of a full run.
 func TestNoSecretInLogsSpansOrErrors(t *testing.T) {
+	t.Parallel()
 	var logs syncBuffer
 	opt, rec, _ := withRecorder(t)
 	p := startPipeline(t, "", opt, withGateway(), func(c *app.Config) {

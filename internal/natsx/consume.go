@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -190,12 +191,25 @@ func (l *loop) store(ctx context.Context, msg jetstream.Msg, o Outcome) error {
 	return nil
 }
 
-// ack acks msg and waits for the server to confirm it, so that a lost ack
-// is known (and logged) rather than discovered as a redelivery.
+// ack acks msg and waits for the server to confirm it, asking again while
+// the confirmation does not come (acks are idempotent), for up to an
+// AckWait: an ack lost on a busy connection would otherwise bring the
+// message back to a second worker. A failure is returned, and logged by
+// settle, rather than discovered as a redelivery.
 func (l *loop) ack(ctx context.Context, msg jetstream.Msg) error {
-	actx, cancel := context.WithTimeout(ctx, max(l.margin(), 2*time.Second))
-	defer cancel()
-	return msg.DoubleAck(actx)
+	deadline := time.Now().Add(l.ackWait)
+	for {
+		actx, cancel := context.WithTimeout(ctx, max(l.margin(), 2*time.Second))
+		err := msg.DoubleAck(actx)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			return nil
+		}
+		timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if !timedOut || time.Now().After(deadline) {
+			return err
+		}
+	}
 }
 
 // backoff is how long a message waits after our own failure: 2s, 4s, 8s,

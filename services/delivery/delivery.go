@@ -166,6 +166,9 @@ func (d *Delivery) Run(ctx context.Context) error {
 		MaxAckPending: d.cfg.MaxAckPending,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started: not a failure
+		}
 		return fmt.Errorf("delivery consumer: %w", err)
 	}
 	select {

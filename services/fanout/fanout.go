@@ -110,6 +110,9 @@ func (f *Fanout) Run(ctx context.Context) error {
 		MaxAckPending: 4 * f.cfg.Workers,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started: not a failure
+		}
 		return fmt.Errorf("fanout consumer: %w", err)
 	}
 	select {
