@@ -77,8 +77,13 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	var d time.Duration
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-		d = time.Duration(secs) * time.Second
+	if secs, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Compared in seconds, before multiplying: a huge value must clamp
+		// to the maximum, not overflow into a negative duration.
+		d = maxRetryAfter
+		if err == nil && secs < uint64(maxRetryAfter/time.Second) {
+			d = time.Duration(secs) * time.Second
+		}
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = t.Sub(now)
 	} else {

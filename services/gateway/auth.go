@@ -92,7 +92,7 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c caller)
 // with ?tenant= (handlers may also take it from the body).
 func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		key, ok := bearer(r.Header.Get("Authorization"))
 		c, found := g.cfg.Keys.identify(strings.TrimSpace(key))
 		if !ok || !found {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scanwire"`)
@@ -110,3 +110,15 @@ func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 }
 
 func readAll(r *http.Request) ([]byte, error) { return io.ReadAll(r.Body) }
+
+// bearer reads the key of an "Authorization: Bearer <key>" header. The
+// scheme is case-insensitive (RFC 9110, section 11.1): "bearer" and
+// "BEARER" are accepted too.
+func bearer(header string) (string, bool) {
+	scheme, key, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	key = strings.TrimSpace(key)
+	return key, key != ""
+}

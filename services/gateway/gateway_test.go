@@ -67,3 +67,28 @@ func TestHealthAndReadiness(t *testing.T) {
 		t.Errorf("/readyz with NATS gone = %d, want 503", c)
 	}
 }
+
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		header, key string
+		ok          bool
+	}{
+		{"Bearer k-123", "k-123", true},
+		{"bearer k-123", "k-123", true},
+		{"BEARER k-123", "k-123", true},
+		{"Bearer  k-123 ", "k-123", true},
+		{"Basic k-123", "", false},
+		{"Bearerk-123", "", false},
+		{"Bearer", "", false},
+		{"Bearer ", "", false},
+		{"Bearer    ", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		key, ok := bearer(tt.header)
+		if key != tt.key || ok != tt.ok {
+			t.Errorf("bearer(%q) = %q, %v; want %q, %v", tt.header, key, ok, tt.key, tt.ok)
+		}
+	}
+}
