@@ -33,6 +33,7 @@ import (
 	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/services/delivery"
@@ -284,27 +285,7 @@ func (p *pipeline) dlq(t testing.TB) []dlq.DeadLetter {
 // readStream returns every message a stream holds, oldest first.
 func (p *pipeline) readStream(t testing.TB, stream string) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx := context.Background()
-	s, err := p.JS.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return natsxtest.Messages(t, p.JS, stream, "")
 }
 
 // settle waits until fan-out and delivery have nothing left to do.

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/scanwire/scanwire/internal/jobs"
-	"github.com/scanwire/scanwire/internal/kvdoc"
+	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 // DeadLetter is a job given up on: why, and what the last attempt saw.
@@ -48,7 +48,7 @@ func Subject(tenant, subscriptionID string) string {
 // dead-lettering of the same delivery (after a crash between the DLQ write
 // and the term) store one entry.
 func (d *DeadLetter) Msg(deliverySeq uint64) (*nats.Msg, error) {
-	b, err := kvdoc.Marshal(d)
+	b, err := jsonx.Marshal(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode dead letter %s: %w", d.Job.WebhookID, err)
 	}

@@ -1,35 +1,21 @@
 package events
 
-import "fmt"
-
 // RejectReason names why fan-out refused an event. It labels the rejection
 // metric and the logs, and travels with the event's copy in REJECTED as
 // the HeaderRejectCode header, beside the human-readable
 // HeaderRejectReason.
-type RejectReason int
+type RejectReason string
 
 // The reasons an event is rejected.
 const (
 	// RejectBadSubject: the subject is not scans.<tenant>.<scan_id>.<kind>.
-	RejectBadSubject RejectReason = iota + 1
+	RejectBadSubject RejectReason = "bad_subject"
 	// RejectUndecodable: the message is not a CloudEvent.
-	RejectUndecodable
+	RejectUndecodable RejectReason = "undecodable"
 	// RejectInvalid: its attributes or data break the event contract.
-	RejectInvalid
+	RejectInvalid RejectReason = "invalid"
 	// RejectCallbackURL: its callback_url is one the egress policy refuses.
-	RejectCallbackURL
+	RejectCallbackURL RejectReason = "callback_url_refused"
 )
 
-func (r RejectReason) String() string {
-	switch r {
-	case RejectBadSubject:
-		return "bad_subject"
-	case RejectUndecodable:
-		return "undecodable"
-	case RejectInvalid:
-		return "invalid"
-	case RejectCallbackURL:
-		return "callback_url_refused"
-	}
-	return fmt.Sprintf("reject(%d)", int(r))
-}
+func (r RejectReason) String() string { return string(r) }

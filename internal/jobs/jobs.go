@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/scanwire/scanwire/internal/kvdoc"
+	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 // Job is one event to deliver to one subscription. It carries the whole
@@ -70,7 +70,7 @@ func DedupeID(eventID, subscriptionID string) string { return eventID + "." + su
 
 // Msg encodes j as a NATS message ready to publish.
 func (j *Job) Msg() (*nats.Msg, error) {
-	b, err := kvdoc.Marshal(j) // never HTML-escaped: the event reaches receivers byte for byte
+	b, err := jsonx.Marshal(j) // never HTML-escaped: the event reaches receivers byte for byte
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.WebhookID, err)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 var (
@@ -77,7 +79,7 @@ func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, uint
 //     exists is false; writing it creates the key again.
 //   - An error from edit aborts Change and is returned as it is; nothing
 //     is written.
-//   - When edit leaves the document as it was (byte for byte, as Marshal
+//   - When edit leaves the document as it was (byte for byte, as jsonx.Marshal
 //     encodes it) nothing is written, and the revision returned is the
 //     current one (0 for a missing key).
 //   - When another writer changed the document since it was read, Change
@@ -91,7 +93,7 @@ func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, uint
 //   - A stored value that does not decode into T is an error wrapping
 //     ErrCorrupt and naming the key; it is never overwritten.
 //
-// Documents are written as Marshal encodes them.
+// Documents are written as jsonx.Marshal encodes them.
 func Change[T any](ctx context.Context, kv jetstream.KeyValue, key string, edit func(doc *T, exists bool) error) (T, uint64, error) {
 	var zero T
 	for attempt := range MaxAttempts {
@@ -107,18 +109,11 @@ func Change[T any](ctx context.Context, kv jetstream.KeyValue, key string, edit 
 		if err != nil {
 			return zero, 0, err
 		}
-		before, err := Marshal(&doc)
-		if err != nil {
-			return zero, 0, fmt.Errorf("encode %s %s: %w", kv.Bucket(), key, err)
-		}
-		if err := edit(&doc, rev != 0); err != nil {
+		after, changed, err := edited(&doc, func(d *T) error { return edit(d, rev != 0) })
+		switch {
+		case err != nil:
 			return zero, 0, err
-		}
-		after, err := Marshal(&doc)
-		if err != nil {
-			return zero, 0, fmt.Errorf("encode %s %s: %w", kv.Bucket(), key, err)
-		}
-		if bytes.Equal(before, after) {
+		case !changed:
 			return doc, rev, nil
 		}
 		if rev == 0 {
@@ -168,15 +163,26 @@ func wait(ctx context.Context, n int) error {
 	}
 }
 
-// Marshal encodes v as Change writes it: encoding/json without HTML
-// escaping ("<", ">" and "&" stay as they are) and without a trailing
-// newline.
-func Marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
+// Edited runs edit on doc and reports whether it changed it, as Change
+// tells a no-op (byte for byte, as jsonx.Marshal encodes it). A store whose
+// documents record when they last changed uses it inside its edit to stamp
+// only real changes.
+func Edited[T any](doc *T, edit func(*T) error) (changed bool, err error) {
+	_, changed, err = edited(doc, edit)
+	return changed, err
+}
+
+// edited is Edited that also returns the document as encoded after edit.
+func edited[T any](doc *T, edit func(*T) error) (after []byte, changed bool, err error) {
+	before, err := jsonx.Marshal(doc)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode: %w", err)
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	if err := edit(doc); err != nil {
+		return nil, false, err
+	}
+	if after, err = jsonx.Marshal(doc); err != nil {
+		return nil, false, fmt.Errorf("encode: %w", err)
+	}
+	return after, !bytes.Equal(before, after), nil
 }

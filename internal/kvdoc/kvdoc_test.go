@@ -19,14 +19,22 @@ type note struct {
 	Tags []string `json:"tags,omitempty"`
 }
 
-func TestMarshalDoesNotEscapeHTML(t *testing.T) {
+// Documents are stored without HTML escaping: "<" stays "<".
+func TestChangeDoesNotEscapeHTML(t *testing.T) {
 	t.Parallel()
-	b, err := kvdoc.Marshal(note{Text: `<script> & "quotes"`})
+	kv := natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketTenants)
+	if _, _, err := kvdoc.Change(t.Context(), kv, "html", func(n *note, _ bool) error {
+		n.Text = `<script> & "quotes"`
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(t.Context(), "html")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"text":"<script> & \"quotes\""}`; string(b) != want {
-		t.Errorf("Marshal = %s, want %s", b, want)
+	if want := `{"text":"<script> & \"quotes\""}`; string(e.Value()) != want {
+		t.Errorf("stored %s, want %s", e.Value(), want)
 	}
 }
 

@@ -224,11 +224,11 @@ func backoff(msg jetstream.Msg) time.Duration {
 }
 
 // loopReason names why the loop itself settled a message.
-type loopReason int
+type loopReason string
 
-const reasonStopping loopReason = iota
+const reasonStopping loopReason = "consumer_stopping"
 
-func (loopReason) String() string { return "consumer_stopping" }
+func (r loopReason) String() string { return string(r) }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

@@ -94,6 +94,19 @@ func (o Outcome) Verdict() Verdict { return o.verdict }
 // and logs.
 func (o Outcome) Reason() fmt.Stringer { return o.reason }
 
+// String shows the outcome for logs and test failures: "reject
+// (retries_exhausted): HTTP 502".
+func (o Outcome) String() string {
+	s := o.verdict.String()
+	if o.reason != nil {
+		s += " (" + o.reason.String() + ")"
+	}
+	if o.err != nil {
+		s += ": " + o.err.Error()
+	}
+	return s
+}
+
 // label is the reason's label, or the verdict's when there is none.
 func (o Outcome) label() string {
 	if o.reason != nil {

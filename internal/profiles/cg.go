@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -32,7 +33,7 @@ func (cg) Render(d Delivery) (Request, error) {
 	if !ok {
 		name = strings.ReplaceAll(d.Event.Type(), ".", "_")
 	}
-	body, err := marshal(struct {
+	body, err := jsonx.Marshal(struct {
 		Event        string          `json:"event"`
 		ID           string          `json:"id"`
 		Organization string          `json:"organization"`

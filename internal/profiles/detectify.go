@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -75,7 +76,7 @@ func (detectify) Render(d Delivery) (Request, error) {
 	default:
 		v = detectifyScanStarted{Type: "event_test"}
 	}
-	body, err := marshal(v)
+	body, err := jsonx.Marshal(v)
 	if err != nil {
 		return Request{}, err
 	}

@@ -5,8 +5,6 @@
 package profiles
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"time"
@@ -91,18 +89,6 @@ func Names() []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// marshal writes compact JSON without HTML escaping: a receiver sees the
-// title it was sent, not \u003cscript\u003e.
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // tenantOf is the tenant the event came from.

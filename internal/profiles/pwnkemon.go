@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -50,7 +51,7 @@ func (pwnkemon) Render(d Delivery) (Request, error) {
 	} else {
 		r.Error = ""
 	}
-	body, err := marshal(r)
+	body, err := jsonx.Marshal(r)
 	if err != nil {
 		return Request{}, err
 	}

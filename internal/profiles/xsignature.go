@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -27,10 +28,10 @@ func (xsignature) Render(d Delivery) (Request, error) {
 	if name == "webhook.test" {
 		// The document's test event and its payload.
 		name = "test.webhook-event"
-		payload, _ = marshal(map[string]string{"company": tenantOf(d)})
+		payload, _ = jsonx.Marshal(map[string]string{"company": tenantOf(d)})
 	}
 	ts := d.Now.Unix()
-	body, err := marshal(struct {
+	body, err := jsonx.Marshal(struct {
 		Event     string          `json:"event"`
 		Payload   json.RawMessage `json:"payload"`
 		Timestamp int64           `json:"timestamp"`

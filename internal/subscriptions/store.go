@@ -1,7 +1,6 @@
 package subscriptions
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/internal/signing"
@@ -121,7 +121,7 @@ func (st *Store) Create(ctx context.Context, s Subscription) (*Subscription, err
 	if err := st.validate(ctx, &s); err != nil {
 		return nil, err
 	}
-	doc, err := kvdoc.Marshal(&s)
+	doc, err := jsonx.Marshal(&s)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*
 	if err := st.validate(ctx, &s); err != nil {
 		return nil, err
 	}
-	doc, err := kvdoc.Marshal(&s)
+	doc, err := jsonx.Marshal(&s)
 	if err != nil {
 		return nil, err
 	}
@@ -197,21 +197,13 @@ func (st *Store) Change(ctx context.Context, tenant, id string, edit func(*Subsc
 		if err := checkStatic(st.readPolicy, s); err != nil {
 			return fmt.Errorf("stored subscription %s is invalid: %w", id, err)
 		}
-		before, err := kvdoc.Marshal(s)
-		if err != nil {
-			return err
-		}
 		now := time.Now().UTC().Truncate(time.Second)
-		s.Secrets = s.liveSecrets(now)
-		if err := edit(s); err != nil {
-			return err
-		}
-		after, err := kvdoc.Marshal(s)
-		if err != nil {
-			return err
-		}
-		if bytes.Equal(before, after) {
-			return nil // as it was: kvdoc.Change writes nothing
+		changed, err := kvdoc.Edited(s, func(s *Subscription) error {
+			s.Secrets = s.liveSecrets(now) // expired secrets leave the document
+			return edit(s)
+		})
+		if err != nil || !changed {
+			return err // unchanged: kvdoc.Change writes nothing
 		}
 		s.Updated = now
 		return st.validate(ctx, s)

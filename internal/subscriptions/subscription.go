@@ -18,7 +18,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/kvdoc"
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/schemas"
 )
@@ -195,7 +195,7 @@ func (s Subscription) MarshalJSON() ([]byte, error) {
 	if p.Secrets == nil {
 		p.Secrets = []Secret{}
 	}
-	return kvdoc.Marshal(p)
+	return jsonx.Marshal(p)
 }
 
 // schemaErrors validates doc against the subscription schema and returns

@@ -15,6 +15,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
 	"github.com/scanwire/scanwire/internal/profiles"
 	"github.com/scanwire/scanwire/schemas"
 )
@@ -77,29 +78,7 @@ func TestLiveSecretsDropExpired(t *testing.T) {
 // startKV starts a real in-process nats-server with the bucket.
 func startKV(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsx.StartServer(natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := natsx.Connect(ns.ClientURL(), "test", ns, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := natsx.JetStream(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := natsx.DefaultTopology().Ensure(context.Background(), js); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(context.Background(), natsx.BucketSubscriptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
+	return natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketSubscriptions)
 }
 
 func TestStoreAndCacheAgree(t *testing.T) {

@@ -5,7 +5,6 @@
 package tenants
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,18 +87,11 @@ func (s *Store) Change(ctx context.Context, tenant string, change func(*Tenant) 
 		if !exists {
 			*t = Tenant{Tenant: tenant, Created: now}
 		}
-		before, err := kvdoc.Marshal(t)
+		changed, err := kvdoc.Edited(t, change)
 		if err != nil {
 			return err
 		}
-		if err := change(t); err != nil {
-			return err
-		}
-		after, err := kvdoc.Marshal(t)
-		if err != nil {
-			return err
-		}
-		if !exists || !bytes.Equal(before, after) {
+		if changed || !exists {
 			t.Updated = now
 		}
 		return t.Validate()

@@ -3,7 +3,6 @@ package delivery
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -101,7 +100,7 @@ func (fx *fixture) subscribe(t *testing.T, s subscriptions.Subscription) *subscr
 	if err != nil {
 		t.Fatalf("create subscription: %v", err)
 	}
-	eventually(t, "the cache to hold "+created.ID, func() bool {
+	natsxtest.Eventually(t, "the cache to hold "+created.ID, func() bool {
 		_, ok := fx.subs.Get(created.Tenant, created.ID)
 		return ok
 	})
@@ -195,7 +194,7 @@ type settledLog struct {
 func (l *settledLog) wait(t *testing.T, n int) []settledOutcome {
 	t.Helper()
 	var got []settledOutcome
-	eventually(t, fmt.Sprintf("%d settled jobs", n), func() bool {
+	natsxtest.Eventually(t, fmt.Sprintf("%d settled jobs", n), func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		got = slices.Clone(l.got)
@@ -236,34 +235,6 @@ func (fx *fixture) attemptsOf(t *testing.T, sub *subscriptions.Subscription) []a
 		t.Fatal(err)
 	}
 	return recs
-}
-
-// streamMsgs returns what stream holds on subjects starting with prefix,
-// oldest first.
-func streamMsgs(t *testing.T, js jetstream.JetStream, stream, prefix string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	s, err := js.Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(t.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(m.Subject, prefix) {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 // receiver is a real HTTP server that records every request and answers
@@ -318,17 +289,6 @@ func (rc *receiver) hanging() int {
 	return rc.inFlight
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 10s waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A 2xx finishes the job: it leaves DELIVERIES, the attempt is recorded as
 // delivered, and the request was signed and carried the job's trace.
 func TestDeliveredOn200(t *testing.T) {
@@ -341,7 +301,7 @@ func TestDeliveredOn200(t *testing.T) {
 	log := fx.consume(t)
 	s := log.wait(t, 1)[0]
 	if s.err != nil || s.outcome.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s settled with %v, want done", describe(s.outcome), s.err)
+		t.Fatalf("outcome %s settled with %v, want done", s.outcome, s.err)
 	}
 	reqs := rc.requests()
 	if len(reqs) != 1 {
@@ -362,7 +322,7 @@ func TestDeliveredOn200(t *testing.T) {
 	}
 
 	var recs []attempts.Attempt
-	eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
+	natsxtest.Eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
 	if len(recs) != 1 {
 		t.Fatalf("%d attempt records, want 1: %+v", len(recs), recs)
 	}
@@ -370,8 +330,8 @@ func TestDeliveredOn200(t *testing.T) {
 		r.WebhookID != q.job.WebhookID || r.EventID != q.job.EventID {
 		t.Errorf("attempt record %+v, want attempt 1 of %s delivered with 200", r, q.job.WebhookID)
 	}
-	eventually(t, "the job to leave DELIVERIES", func() bool {
-		return len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")) == 0
+	natsxtest.Eventually(t, "the job to leave DELIVERIES", func() bool {
+		return len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")) == 0
 	})
 }
 
@@ -389,11 +349,11 @@ func TestRetryScheduledOn503(t *testing.T) {
 	log := fx.consume(t)
 	s := log.wait(t, 1)[0]
 	if s.err != nil || s.outcome.Verdict() != natsx.Retry || s.outcome.Reason() == nil || s.outcome.Reason().String() != "attempt_failed" {
-		t.Fatalf("outcome %s settled with %v, want retry (attempt_failed)", describe(s.outcome), s.err)
+		t.Fatalf("outcome %s settled with %v, want retry (attempt_failed)", s.outcome, s.err)
 	}
 	var left []*jetstream.RawStreamMsg
-	eventually(t, "the job to be replaced by its retry", func() bool {
-		left = streamMsgs(t, fx.js, natsx.StreamDeliveries, "")
+	natsxtest.Eventually(t, "the job to be replaced by its retry", func() bool {
+		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")
 		return len(left) == 1
 	})
 	m := left[0]
@@ -423,12 +383,12 @@ func TestRetryScheduledOn503(t *testing.T) {
 	}
 
 	var recs []attempts.Attempt
-	eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
+	natsxtest.Eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
 	if r := recs[0]; len(recs) != 1 || r.Outcome != attempts.OutcomeRetry || r.Status != http.StatusServiceUnavailable || r.RetryIn != "1m0s" {
 		t.Errorf("attempt records %+v, want one retry after a 503, retry_in 1m0s", recs)
 	}
 	// The failing streak is recorded on the subscription.
-	eventually(t, "the subscription's failing streak", func() bool {
+	natsxtest.Eventually(t, "the subscription's failing streak", func() bool {
 		s, _, err := fx.store.Get(t.Context(), "acme", sub.ID)
 		return err == nil && s.FailingSince != nil
 	})
@@ -447,11 +407,11 @@ func TestGoneDeadLettersAndDisables(t *testing.T) {
 	log := fx.consume(t)
 	s := log.wait(t, 1)[0]
 	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonGone {
-		t.Fatalf("outcome %s settled with %v, want reject (gone)", describe(s.outcome), s.err)
+		t.Fatalf("outcome %s settled with %v, want reject (gone)", s.outcome, s.err)
 	}
 	var dead []*jetstream.RawStreamMsg
-	eventually(t, "the dead letter", func() bool {
-		dead = streamMsgs(t, fx.js, natsx.StreamDLQ, "")
+	natsxtest.Eventually(t, "the dead letter", func() bool {
+		dead = natsxtest.Messages(t, fx.js, natsx.StreamDLQ, "")
 		return len(dead) > 0
 	})
 	if len(dead) != 1 || dead[0].Subject != dlq.Subject("acme", sub.ID) {
@@ -475,19 +435,19 @@ func TestGoneDeadLettersAndDisables(t *testing.T) {
 	if !stored.Disabled || !strings.Contains(stored.DisabledReason, "410") {
 		t.Errorf("subscription disabled=%v (%q), want disabled for the 410", stored.Disabled, stored.DisabledReason)
 	}
-	eventually(t, "the job to leave DELIVERIES", func() bool {
-		return len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")) == 0
+	natsxtest.Eventually(t, "the job to leave DELIVERIES", func() bool {
+		return len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")) == 0
 	})
 
 	// Once the cache knows, the next job is not sent at all.
-	eventually(t, "the cache to see the subscription disabled", func() bool {
+	natsxtest.Eventually(t, "the cache to see the subscription disabled", func() bool {
 		s, ok := fx.subs.Get("acme", sub.ID)
 		return ok && s.Disabled
 	})
 	fx.queue(t, sub)
 	s = log.wait(t, 2)[1]
 	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonSubscriptionDisabled {
-		t.Errorf("next job: outcome %s settled with %v, want reject (subscription_disabled)", describe(s.outcome), s.err)
+		t.Errorf("next job: outcome %s settled with %v, want reject (subscription_disabled)", s.outcome, s.err)
 	}
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("receiver got %d requests, want only the first", n)
@@ -505,7 +465,7 @@ func TestDeletedSubscriptionDeadLetters(t *testing.T) {
 	if err := fx.store.Delete(t.Context(), "acme", sub.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the cache to drop the subscription", func() bool {
+	natsxtest.Eventually(t, "the cache to drop the subscription", func() bool {
 		_, ok := fx.subs.Get("acme", sub.ID)
 		return !ok
 	})
@@ -513,11 +473,11 @@ func TestDeletedSubscriptionDeadLetters(t *testing.T) {
 	log := fx.consume(t)
 	s := log.wait(t, 1)[0]
 	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonSubscriptionDeleted {
-		t.Fatalf("outcome %s settled with %v, want reject (subscription_deleted)", describe(s.outcome), s.err)
+		t.Fatalf("outcome %s settled with %v, want reject (subscription_deleted)", s.outcome, s.err)
 	}
 	var dead []*jetstream.RawStreamMsg
-	eventually(t, "the dead letter", func() bool {
-		dead = streamMsgs(t, fx.js, natsx.StreamDLQ, "")
+	natsxtest.Eventually(t, "the dead letter", func() bool {
+		dead = natsxtest.Messages(t, fx.js, natsx.StreamDLQ, "")
 		return len(dead) > 0
 	})
 	var dl dlq.DeadLetter
@@ -555,13 +515,13 @@ func TestSubscriptionNotYetCachedIsDelivered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if o := d.handle(ctx, msg); o.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s, want done", describe(o))
+		t.Fatalf("outcome %s, want done", o)
 	}
 	reqs := rc.requests()
 	if len(reqs) != 1 || reqs[0].Header.Get("Webhook-Id") != q.job.WebhookID {
 		t.Errorf("receiver got %d requests, want the job %s", len(reqs), q.job.WebhookID)
 	}
-	if n := len(streamMsgs(t, fx.js, natsx.StreamDLQ, "")); n != 0 {
+	if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDLQ, "")); n != 0 {
 		t.Errorf("DLQ holds %d entries, want none", n)
 	}
 }
@@ -589,7 +549,7 @@ func TestCongestedEndpointDefers(t *testing.T) {
 	for _, m := range msgs[:2] {
 		go func() { hung <- fx.d.handle(ctx, m) }()
 	}
-	eventually(t, "both slots to be held by the hung receiver", func() bool { return rc.hanging() == 2 })
+	natsxtest.Eventually(t, "both slots to be held by the hung receiver", func() bool { return rc.hanging() == 2 })
 	if n := fx.d.endpoints.size(); n != 1 {
 		t.Errorf("%d endpoint entries while one host is busy, want 1", n)
 	}
@@ -598,7 +558,7 @@ func TestCongestedEndpointDefers(t *testing.T) {
 	o := fx.d.handle(ctx, msgs[2])
 	took := time.Since(start)
 	if o.Verdict() != natsx.Defer || o.Reason() == nil || o.Reason().String() != "endpoint_congested" {
-		t.Errorf("outcome %s, want defer (endpoint_congested)", describe(o))
+		t.Errorf("outcome %s, want defer (endpoint_congested)", o)
 	}
 	if took > slotWait+500*time.Millisecond {
 		t.Errorf("deferring took %s, want about SlotWait (%s) at most", took, slotWait)
@@ -615,13 +575,13 @@ func TestCongestedEndpointDefers(t *testing.T) {
 		select {
 		case o := <-hung:
 			if o.Verdict() != natsx.Done {
-				t.Errorf("released attempt: outcome %s, want done", describe(o))
+				t.Errorf("released attempt: outcome %s, want done", o)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("released attempts did not end in 10s")
 		}
 	}
-	eventually(t, "the endpoint entry to go", func() bool { return fx.d.endpoints.size() == 0 })
+	natsxtest.Eventually(t, "the endpoint entry to go", func() bool { return fx.d.endpoints.size() == 0 })
 }
 
 // An attempt ends by the handler's deadline (derived from AckWait in the
@@ -647,20 +607,14 @@ func TestAttemptBoundedByHandlerDeadline(t *testing.T) {
 		t.Errorf("attempt took %s with a 300ms deadline and a 10s timeout", took)
 	}
 	if o.Verdict() != natsx.Retry {
-		t.Errorf("outcome %s, want retry: the attempt timed out", describe(o))
+		t.Errorf("outcome %s, want retry: the attempt timed out", o)
 	}
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("receiver got %d requests, want 1", n)
 	}
 	var recs []attempts.Attempt
-	eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
+	natsxtest.Eventually(t, "the attempt record", func() bool { recs = fx.attemptsOf(t, sub); return len(recs) > 0 })
 	if r := recs[0]; r.WebhookID != q.job.WebhookID || r.Status != 0 || !strings.Contains(r.Error, "timeout") {
 		t.Errorf("attempt record %+v, want a timeout without a status", r)
 	}
-}
-
-// describe shows an outcome in a failure message: its verdict, its reason's
-// label, and its fields (the error behind it among them).
-func describe(o natsx.Outcome) string {
-	return fmt.Sprintf("%s (%v) %+v", o.Verdict(), o.Reason(), o)
 }

@@ -140,31 +140,15 @@ func (d *Delivery) settled(ctx context.Context, _ jetstream.Msg, o natsx.Outcome
 
 // outcomeReason names why a job is retried, deferred or failed (dead
 // letters are named by dlq.Reason).
-type outcomeReason int
+type outcomeReason string
 
 const (
-	retryFailed        outcomeReason = iota + 1 // the attempt failed; the next is scheduled
-	deferCongested                              // the endpoint is stuck; the job waits outside the workers
-	failMetadata                                // the message has no JetStream metadata
-	failCallbackSecret                          // the tenant's signing secret could not be read
-	failStore                                   // the subscription store could not be read
-	failEncode                                  // the dead letter could not be encoded
+	retryFailed        outcomeReason = "attempt_failed"              // the attempt failed; the next is scheduled
+	deferCongested     outcomeReason = "endpoint_congested"          // the endpoint is stuck; the job waits outside the workers
+	failMetadata       outcomeReason = "metadata_unreadable"         // the message has no JetStream metadata
+	failCallbackSecret outcomeReason = "callback_secret_unavailable" // the tenant's signing secret could not be read
+	failStore          outcomeReason = "store_unavailable"           // the subscription store could not be read
+	failEncode         outcomeReason = "encode_failed"               // the dead letter could not be encoded
 )
 
-func (r outcomeReason) String() string {
-	switch r {
-	case retryFailed:
-		return "attempt_failed"
-	case deferCongested:
-		return "endpoint_congested"
-	case failMetadata:
-		return "metadata_unreadable"
-	case failCallbackSecret:
-		return "callback_secret_unavailable"
-	case failStore:
-		return "store_unavailable"
-	case failEncode:
-		return "encode_failed"
-	}
-	return fmt.Sprintf("outcome(%d)", int(r))
-}
+func (r outcomeReason) String() string { return string(r) }

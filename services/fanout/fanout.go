@@ -141,28 +141,16 @@ type incoming struct {
 }
 
 // failure names a failure of ours that sends an event back for a retry.
-type failure int
+type failure string
 
 const (
-	failMetadata failure = iota + 1
-	failCallbacks
-	failLimits
-	failJobs
+	failMetadata  failure = "metadata_unreadable"
+	failCallbacks failure = "callbacks_unavailable"
+	failLimits    failure = "limits_unavailable"
+	failJobs      failure = "jobs_not_stored"
 )
 
-func (r failure) String() string {
-	switch r {
-	case failMetadata:
-		return "metadata_unreadable"
-	case failCallbacks:
-		return "callbacks_unavailable"
-	case failLimits:
-		return "limits_unavailable"
-	case failJobs:
-		return "jobs_not_stored"
-	}
-	return fmt.Sprintf("failure(%d)", int(r))
-}
+func (r failure) String() string { return string(r) }
 
 // handle decides one event's fate: rejected with its reason, fanned out,
 // or sent back after a failure of ours.
@@ -219,7 +207,7 @@ func (f *Fanout) read(msg jetstream.Msg) (*incoming, events.RejectReason, error)
 	if in.structured, err = json.Marshal(in.e); err != nil {
 		return in, events.RejectUndecodable, err
 	}
-	return in, 0, nil
+	return in, "", nil
 }
 
 // queue stores one job per admitted subscription and waits until the

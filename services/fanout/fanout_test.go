@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"slices"
@@ -101,7 +99,7 @@ func (fx *fixture) subscribe(t *testing.T, s subscriptions.Subscription) *subscr
 	if err != nil {
 		t.Fatalf("create subscription: %v", err)
 	}
-	eventually(t, "the cache to hold "+created.ID, func() bool {
+	natsxtest.Eventually(t, "the cache to hold "+created.ID, func() bool {
 		_, ok := fx.subs.Get(created.Tenant, created.ID)
 		return ok
 	})
@@ -227,34 +225,6 @@ func (fx *fixture) consume(t *testing.T) *settledLog {
 	return log
 }
 
-// streamMsgs returns what stream holds on subjects starting with prefix,
-// oldest first.
-func streamMsgs(t *testing.T, js jetstream.JetStream, stream, prefix string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	s, err := js.Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(t.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(m.Subject, prefix) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 func subjects(msgs []*jetstream.RawStreamMsg) []string {
 	out := make([]string, len(msgs))
 	for i, m := range msgs {
@@ -287,17 +257,6 @@ func sample(t *testing.T, tel *telemetry.Telemetry, series string) float64 {
 func finding(scan string, cvss float64, findingID string) map[string]any {
 	return map[string]any{"scan_id": scan, "target": "app.example.com", "finding_id": findingID,
 		"type": "xss", "title": "Reflected XSS", "cvss_score": cvss}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 10s waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // An invalid event is rejected with its reason: the outcome names it, and
@@ -336,7 +295,7 @@ func TestInvalidEventsAreRejectedWithTheirReason(t *testing.T) {
 	for _, c := range cases {
 		o := fx.handle(t, fx.fetch(t, c.ev))
 		if o.Verdict() != natsx.Reject {
-			t.Errorf("%s: outcome %s, want reject", c.name, describe(o))
+			t.Errorf("%s: outcome %s, want reject", c.name, o)
 			continue
 		}
 		if r, ok := o.Reason().(events.RejectReason); !ok || r != c.reason || r.String() != c.label {
@@ -346,13 +305,13 @@ func TestInvalidEventsAreRejectedWithTheirReason(t *testing.T) {
 
 	// The same events through the consume loop, which settles them.
 	log := fx.consume(t)
-	eventually(t, "every event to be settled", func() bool { return len(log.all()) == len(cases) })
+	natsxtest.Eventually(t, "every event to be settled", func() bool { return len(log.all()) == len(cases) })
 	for _, s := range log.all() {
 		if s.err != nil || s.outcome.Verdict() != natsx.Reject {
 			t.Errorf("%s settled as %s with %v, want a reject settled without error", s.subject, s.outcome.Verdict(), s.err)
 		}
 	}
-	rejected := streamMsgs(t, fx.js, natsx.StreamRejected, "rejected.")
+	rejected := natsxtest.Messages(t, fx.js, natsx.StreamRejected, "rejected.")
 	if len(rejected) != len(cases) {
 		t.Fatalf("REJECTED holds %d messages (%v), want %d", len(rejected), subjects(rejected), len(cases))
 	}
@@ -385,7 +344,7 @@ func TestInvalidEventsAreRejectedWithTheirReason(t *testing.T) {
 		}
 	}
 	// Terminated, not handed back: nothing pending, nothing redelivered.
-	eventually(t, "the fan-out consumer to be empty", func() bool {
+	natsxtest.Eventually(t, "the fan-out consumer to be empty", func() bool {
 		c, err := fx.js.Consumer(t.Context(), natsx.StreamScanEvents, "fanout-test")
 		if err != nil {
 			return false
@@ -393,7 +352,7 @@ func TestInvalidEventsAreRejectedWithTheirReason(t *testing.T) {
 		info, err := c.Info(t.Context())
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
-	if n := len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")); n != 0 {
+	if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); n != 0 {
 		t.Errorf("DELIVERIES holds %d jobs for rejected events, want none", n)
 	}
 	for _, c := range cases {
@@ -416,9 +375,9 @@ func TestValidEventQueuesOneJobPerMatchingSubscription(t *testing.T) {
 
 	ev := fx.publish(t, "acme", events.TypeFindingHigh, "s1", finding("s1", 7.5, "f-1"))
 	if o := fx.handle(t, fx.fetch(t, ev)); o.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s, want done", describe(o))
+		t.Fatalf("outcome %s, want done", o)
 	}
-	queued := streamMsgs(t, fx.js, natsx.StreamDeliveries, "deliveries.")
+	queued := natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "deliveries.")
 	want := []string{jobs.Subject("acme", all.ID), jobs.Subject("acme", findings.ID)}
 	slices.Sort(want)
 	if got := subjects(queued); !slices.Equal(got, want) {
@@ -465,18 +424,18 @@ func TestWebhookTestGoesOnlyToTheNamedSubscription(t *testing.T) {
 
 	ev := fx.publish(t, "acme", events.TypeWebhookTest, "test-1", map[string]any{"subscription_id": named.ID, "message": "hello"})
 	if o := fx.handle(t, fx.fetch(t, ev)); o.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s, want done", describe(o))
+		t.Fatalf("outcome %s, want done", o)
 	}
-	if got, want := subjects(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")), []string{jobs.Subject("acme", named.ID)}; !slices.Equal(got, want) {
+	if got, want := subjects(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")), []string{jobs.Subject("acme", named.ID)}; !slices.Equal(got, want) {
 		t.Errorf("jobs on %v, want only %v", got, want)
 	}
 
 	// A test naming another tenant's subscription reaches no one.
 	ev = fx.publish(t, "acme", events.TypeWebhookTest, "test-2", map[string]any{"subscription_id": other.ID})
 	if o := fx.handle(t, fx.fetch(t, ev)); o.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s, want done", describe(o))
+		t.Fatalf("outcome %s, want done", o)
 	}
-	if n := len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")); n != 1 {
+	if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); n != 1 {
 		t.Errorf("DELIVERIES holds %d jobs after a test naming another tenant's subscription, want still 1", n)
 	}
 }
@@ -498,12 +457,12 @@ func TestFindingLimitsAndRedelivery(t *testing.T) {
 	}
 	for i, m := range msgs {
 		if o := fx.handle(t, m); o.Verdict() != natsx.Done {
-			t.Fatalf("finding %d: outcome %s, want done (a suppressed finding is finished, not failed)", i, describe(o))
+			t.Fatalf("finding %d: outcome %s, want done (a suppressed finding is finished, not failed)", i, o)
 		}
 	}
 	jobIDs := func() []string {
 		var out []string
-		for _, m := range streamMsgs(t, fx.js, natsx.StreamDeliveries, jobs.Subject("acme", capped.ID)) {
+		for _, m := range natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, jobs.Subject("acme", capped.ID)) {
 			j, err := jobs.Decode(m.Data)
 			if err != nil {
 				t.Fatal(err)
@@ -531,7 +490,7 @@ func TestFindingLimitsAndRedelivery(t *testing.T) {
 	// Every event again, as after a fan-out crash before the ack.
 	for i, m := range msgs {
 		if o := fx.handle(t, m); o.Verdict() != natsx.Done {
-			t.Fatalf("finding %d again: outcome %s, want done", i, describe(o))
+			t.Fatalf("finding %d again: outcome %s, want done", i, o)
 		}
 	}
 	if again := jobIDs(); !slices.Equal(again, first) {
@@ -564,9 +523,9 @@ func TestExpiredDeadlineFailsTheEvent(t *testing.T) {
 		t.Errorf("handler took %s with an expired deadline", took)
 	}
 	if o.Verdict() != natsx.Fail || o.Reason() == nil || o.Reason().String() != "limits_unavailable" {
-		t.Errorf("finding: outcome %s, want fail (limits_unavailable)", describe(o))
+		t.Errorf("finding: outcome %s, want fail (limits_unavailable)", o)
 	}
-	if n := len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")); n != 0 {
+	if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); n != 0 {
 		t.Errorf("%d jobs stored for a finding whose limits were never decided", n)
 	}
 
@@ -584,16 +543,10 @@ func TestExpiredDeadlineFailsTheEvent(t *testing.T) {
 	case o.Verdict() == natsx.Done:
 		// Legitimate only if the server's ack won the race with the
 		// deadline: then the job is stored.
-		if n := len(streamMsgs(t, fx.js, natsx.StreamDeliveries, "")); n != 1 {
+		if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); n != 1 {
 			t.Errorf("scan.started finished with %d jobs stored, want 1", n)
 		}
 	case o.Verdict() != natsx.Fail || o.Reason() == nil || o.Reason().String() != "jobs_not_stored":
-		t.Errorf("scan.started: outcome %s, want fail (jobs_not_stored)", describe(o))
+		t.Errorf("scan.started: outcome %s, want fail (jobs_not_stored)", o)
 	}
-}
-
-// describe shows an outcome in a failure message: its verdict, its reason's
-// label, and its fields (the error behind it among them).
-func describe(o natsx.Outcome) string {
-	return fmt.Sprintf("%s (%v) %+v", o.Verdict(), o.Reason(), o)
 }

@@ -2,31 +2,19 @@ package gateway
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
 )
 
 func TestHealthAndReadiness(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsx.StartServer(natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := natsx.Connect(ns.ClientURL(), "test", nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := natsx.JetStream(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := slog.New(slog.DiscardHandler)
+	ns := natsxtest.Server(t)
+	js := natsxtest.Connect(t, ns)
 	srv := httptest.NewServer(New(js, Deps{}, log, Config{}))
 	t.Cleanup(srv.Close)
 
