@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -198,15 +199,7 @@ func (p *pipeline) subscribe(t testing.TB, s subscriptions.Subscription) *subscr
 // publish sends a valid event through NATS, as a scanner does.
 func (p *pipeline) publish(t testing.TB, tenant, typ, scan string, data map[string]any) string {
 	t.Helper()
-	b, err := json.Marshal(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := events.New(tenant, "//scanners/test", typ, scan, b)
-	subject, err := events.Subject(tenant, scan, typ)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, subject := newEvent(t, tenant, typ, scan, data)
 	if _, err := events.Publish(context.Background(), p.JS, subject, &e); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
@@ -217,21 +210,27 @@ func (p *pipeline) publish(t testing.TB, tenant, typ, scan string, data map[stri
 // publishBurst.
 func eventMsg(t testing.TB, tenant, typ, scan string, data map[string]any) *nats.Msg {
 	t.Helper()
-	b, err := json.Marshal(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := events.New(tenant, "//scanners/test", typ, scan, b)
-	subject, err := events.Subject(tenant, scan, typ)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, subject := newEvent(t, tenant, typ, scan, data)
 	m, err := events.ToMsg(context.Background(), subject, &e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Header.Set(nats.MsgIdHdr, e.ID())
 	return m
+}
+
+// newEvent is a scanner's event of typ with data, and its subject.
+func newEvent(t testing.TB, tenant, typ, scan string, data map[string]any) (event.Event, string) {
+	t.Helper()
+	b, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := events.Subject(tenant, scan, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events.New(tenant, "//scanners/test", typ, scan, b), subject
 }
 
 // publishBurst publishes msgs (which carry their dedupe ids) back to back,

@@ -302,3 +302,46 @@ func TestStopFinishesWorkInFlight(t *testing.T) {
 		t.Errorf("%d messages left after the stop, want the one in flight acked", n)
 	}
 }
+
+// lostAck is a message whose first ack confirmation never comes, as on a
+// busy connection: the ack is not sent and DoubleAck times out.
+type lostAck struct {
+	jetstream.Msg
+	calls atomic.Int32
+}
+
+func (m *lostAck) DoubleAck(ctx context.Context) error {
+	if m.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return m.Msg.DoubleAck(ctx)
+}
+
+// An ack whose confirmation does not come is sent again, so the message
+// does not come back to a second worker after AckWait.
+func TestAckIsResentUntilConfirmed(t *testing.T) {
+	t.Parallel()
+	js := testJS(t)
+	ctx := context.Background()
+	c, err := js.CreateConsumer(ctx, "WORK", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "work.1", []byte("job")); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &lostAck{Msg: <-batch.Messages()}
+	l := &loop{log: slog.New(slog.DiscardHandler), ackWait: 10 * time.Second}
+	if err := l.ack(ctx, msg); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if n := msg.calls.Load(); n != 2 {
+		t.Errorf("DoubleAck called %d times, want 2 (the lost one and the resend)", n)
+	}
+	waitFor(t, "the job to leave the work queue", func() bool { return streamMsgs(t, js, "WORK") == 0 })
+}

@@ -249,17 +249,20 @@ func (d *Delivery) target(ctx context.Context, meta *jetstream.MsgMetadata, job 
 		return sub, out, true
 	}
 	sub, ok = d.subs.Get(job.Tenant, job.SubscriptionID)
-	if !ok && d.store != nil {
-		// The cache may not have seen a subscription created a moment ago
-		// (another replica's write): ask the store before giving up.
+	if (!ok || sub.Disabled) && d.store != nil {
+		// Dead-lettering is not undone by itself, and the cache may lag the
+		// store (a subscription created or re-enabled a moment ago, by
+		// another replica): the store has the last word.
 		s, rev, err := d.store.Get(ctx, job.Tenant, job.SubscriptionID)
 		switch {
 		case err == nil:
 			sub, ok = s, true
+		case errors.Is(err, subscriptions.ErrNotFound):
+			ok = false
 		case rev != 0: // stored, but not a document the pipeline serves
 			return nil, d.deadLetter(ctx, meta, &dlq.DeadLetter{Job: *job, Code: dlq.ReasonSubscriptionInvalid,
 				Reason: err.Error(), Attempts: job.Attempt}), false
-		case !errors.Is(err, subscriptions.ErrNotFound):
+		default:
 			return nil, natsx.Failed(failStore, err), false
 		}
 	}

@@ -492,6 +492,45 @@ func TestDeletedSubscriptionDeadLetters(t *testing.T) {
 	}
 }
 
+// A subscription document broken by hand in the bucket is not served: its
+// job is dead-lettered as subscription_invalid, with the document's
+// problem as the reason, and nothing is sent.
+func TestInvalidSubscriptionDeadLetters(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusOK))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	q := fx.queue(t, sub)
+	if _, err := fx.kv.Put(t.Context(), subscriptions.Key("acme", sub.ID), []byte(`{"id":"`+sub.ID+`","tenant":"acme"}`)); err != nil {
+		t.Fatal(err)
+	}
+	natsxtest.Eventually(t, "the cache to drop the broken document", func() bool {
+		_, ok := fx.subs.Get("acme", sub.ID)
+		return !ok
+	})
+
+	log := fx.consume(t)
+	o := log.wait(t, 1)[0]
+	if o.err != nil || o.outcome.Verdict() != natsx.Reject || o.outcome.Reason() != dlq.ReasonSubscriptionInvalid {
+		t.Fatalf("outcome %s settled with %v, want reject (subscription_invalid)", o.outcome, o.err)
+	}
+	var dead []*jetstream.RawStreamMsg
+	natsxtest.Eventually(t, "the dead letter", func() bool {
+		dead = natsxtest.Messages(t, fx.js, natsx.StreamDLQ, "")
+		return len(dead) > 0
+	})
+	var dl dlq.DeadLetter
+	if err := json.Unmarshal(dead[0].Data, &dl); err != nil {
+		t.Fatal(err)
+	}
+	if dl.Code != dlq.ReasonSubscriptionInvalid || dl.Job.WebhookID != q.job.WebhookID || !strings.Contains(dl.Reason, "invalid") {
+		t.Errorf("dead letter %+v; want subscription_invalid for %s, naming the problem", dl, q.job.WebhookID)
+	}
+	if n := len(rc.requests()); n != 0 {
+		t.Errorf("receiver got %d requests for an invalid subscription", n)
+	}
+}
+
 // A subscription created a moment ago, which this replica's cache has not
 // seen yet, is read from the store: the job is delivered, not
 // dead-lettered as deleted.
@@ -523,6 +562,51 @@ func TestSubscriptionNotYetCachedIsDelivered(t *testing.T) {
 	}
 	if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDLQ, "")); n != 0 {
 		t.Errorf("DLQ holds %d entries, want none", n)
+	}
+}
+
+// A subscription re-enabled a moment ago, which this replica's cache still
+// holds as disabled, is read from the store: the job is delivered, not
+// dead-lettered as disabled.
+func TestSubscriptionReenabledAfterTheCacheIsDelivered(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{})
+	rc := newReceiver(t, status(http.StatusNoContent))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	disable := func(off bool) {
+		t.Helper()
+		if _, err := fx.store.Change(t.Context(), "acme", sub.ID, func(s *subscriptions.Subscription) error {
+			s.Disabled, s.DisabledReason = off, ""
+			if off {
+				s.DisabledReason = "paused by hand"
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	disable(true)
+	// A cache that saw the subscription disabled and then stopped following
+	// the bucket: it lags every change after that.
+	stale := subscriptions.NewCache(fx.kv, fx.policy, slog.New(slog.DiscardHandler))
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = stale.Run(ctx) }()
+	natsxtest.Eventually(t, "the stale cache to hold the subscription disabled", func() bool {
+		s, ok := stale.Get("acme", sub.ID)
+		return ok && s.Disabled
+	})
+	stop()
+	<-done
+	disable(false)
+	q := fx.queue(t, sub)
+
+	msg := fx.fetch(t, 1)[0]
+	if o := fx.delivery(stale).handle(t.Context(), msg); o.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s, want done", o)
+	}
+	if reqs := rc.requests(); len(reqs) != 1 || reqs[0].Header.Get("Webhook-Id") != q.job.WebhookID {
+		t.Errorf("receiver got %d requests, want the job %s", len(reqs), q.job.WebhookID)
 	}
 }
 
