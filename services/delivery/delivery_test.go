@@ -470,10 +470,24 @@ func TestDeletedSubscriptionDeadLetters(t *testing.T) {
 		return !ok
 	})
 
+	dl, n := fx.consumeDeadLetter(t, dlq.ReasonSubscriptionDeleted)
+	if n != 1 || dl.Code != dlq.ReasonSubscriptionDeleted || dl.Job.WebhookID != q.job.WebhookID {
+		t.Errorf("DLQ holds %d entries, first %+v; want one subscription_deleted for %s", n, dl, q.job.WebhookID)
+	}
+	if n := len(rc.requests()); n != 0 {
+		t.Errorf("receiver got %d requests for a deleted subscription", n)
+	}
+}
+
+// consumeDeadLetter runs the consume loop until it has settled one job,
+// which must be dead-lettered for want, and returns the first entry of the
+// DLQ and how many it holds.
+func (fx *fixture) consumeDeadLetter(t *testing.T, want dlq.Reason) (dlq.DeadLetter, int) {
+	t.Helper()
 	log := fx.consume(t)
 	s := log.wait(t, 1)[0]
-	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonSubscriptionDeleted {
-		t.Fatalf("outcome %s settled with %v, want reject (subscription_deleted)", s.outcome, s.err)
+	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != want {
+		t.Fatalf("outcome %s settled with %v, want reject (%s)", s.outcome, s.err, want)
 	}
 	var dead []*jetstream.RawStreamMsg
 	natsxtest.Eventually(t, "the dead letter", func() bool {
@@ -484,12 +498,7 @@ func TestDeletedSubscriptionDeadLetters(t *testing.T) {
 	if err := json.Unmarshal(dead[0].Data, &dl); err != nil {
 		t.Fatal(err)
 	}
-	if len(dead) != 1 || dl.Code != dlq.ReasonSubscriptionDeleted || dl.Job.WebhookID != q.job.WebhookID {
-		t.Errorf("DLQ holds %d entries, first %+v; want one subscription_deleted for %s", len(dead), dl, q.job.WebhookID)
-	}
-	if n := len(rc.requests()); n != 0 {
-		t.Errorf("receiver got %d requests for a deleted subscription", n)
-	}
+	return dl, len(dead)
 }
 
 // A subscription document broken by hand in the bucket is not served: its
@@ -509,20 +518,7 @@ func TestInvalidSubscriptionDeadLetters(t *testing.T) {
 		return !ok
 	})
 
-	log := fx.consume(t)
-	o := log.wait(t, 1)[0]
-	if o.err != nil || o.outcome.Verdict() != natsx.Reject || o.outcome.Reason() != dlq.ReasonSubscriptionInvalid {
-		t.Fatalf("outcome %s settled with %v, want reject (subscription_invalid)", o.outcome, o.err)
-	}
-	var dead []*jetstream.RawStreamMsg
-	natsxtest.Eventually(t, "the dead letter", func() bool {
-		dead = natsxtest.Messages(t, fx.js, natsx.StreamDLQ, "")
-		return len(dead) > 0
-	})
-	var dl dlq.DeadLetter
-	if err := json.Unmarshal(dead[0].Data, &dl); err != nil {
-		t.Fatal(err)
-	}
+	dl, _ := fx.consumeDeadLetter(t, dlq.ReasonSubscriptionInvalid)
 	if dl.Code != dlq.ReasonSubscriptionInvalid || dl.Job.WebhookID != q.job.WebhookID || !strings.Contains(dl.Reason, "invalid") {
 		t.Errorf("dead letter %+v; want subscription_invalid for %s, naming the problem", dl, q.job.WebhookID)
 	}
