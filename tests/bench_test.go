@@ -128,10 +128,10 @@ func benchEvents(b *testing.B, rec *latencyReceiver, subIDs []string, n int) []*
 		if err != nil {
 			b.Fatal(err)
 		}
-		m.Header.Set(nats.MsgIdHdr, e.ID())
+		m.Header.Set(nats.MsgIdHdr, events.KeyOf(&e))
 		evs[i] = m
 		for _, id := range subIDs {
-			rec.expect(e.ID(), jobs.WebhookID(e.ID(), id))
+			rec.expect(e.ID(), jobs.WebhookID(events.KeyOf(&e), id))
 		}
 	}
 	return evs

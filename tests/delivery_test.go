@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
 
@@ -65,7 +64,7 @@ func TestEventReachesEachMatchingSubscriptionOnce(t *testing.T) {
 		if ce["id"] != c.eventID || ce["type"] != c.typ || ce["tenant"] != "acme" || ce["subject"] != "scan-1" || ce["specversion"] != "1.0" {
 			t.Errorf("%s: structured CloudEvent attributes wrong: %v", c.typ, ce)
 		}
-		if want := jobs.WebhookID(c.eventID, c.sub.ID); got.Header.Get("webhook-id") != want {
+		if want := webhookID("acme", c.eventID, c.sub.ID); got.Header.Get("webhook-id") != want {
 			t.Errorf("%s: webhook-id %q, want %q", c.typ, got.Header.Get("webhook-id"), want)
 		}
 	}
@@ -145,7 +144,7 @@ func TestAlwaysFailingReceiverEndsInDLQ(t *testing.T) {
 		t.Errorf("healthy receiver got %d requests, want 1", n)
 	}
 	dl := p.dlq(t)[0]
-	if dl.Job.SubscriptionID != bad.ID || dl.Job.EventID != id || dl.Job.WebhookID != jobs.WebhookID(id, bad.ID) {
+	if dl.Job.SubscriptionID != bad.ID || dl.Job.EventID != id || dl.Job.WebhookID != webhookID("acme", id, bad.ID) {
 		t.Errorf("dead letter names the wrong job: %+v", dl.Job)
 	}
 	if dl.LastStatus != http.StatusBadGateway || dl.Attempts != 3 {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -125,7 +124,7 @@ func TestLimiterDecisionsAreIdempotent(t *testing.T) {
 	t.Parallel()
 	p := startPipeline(t, "")
 	l, ctx := p.Limits, context.Background()
-	key := limits.Key("acme", "sub_X", "s1")
+	key := limits.Key("acme", "sub_X", "acme", "s1")
 	admit := func(id string) bool {
 		d, err := l.Admit(ctx, key, 100, 1, id, "xss")
 		if err != nil {
@@ -182,7 +181,7 @@ func TestRedeliveredEventsKeepTheirLimitDecision(t *testing.T) {
 	if n := r.count(); n != 1 {
 		t.Fatalf("%d deliveries, want only the admitted event's", n)
 	}
-	if got, want := r.requests()[0].Header.Get("webhook-id"), jobs.WebhookID("admitted", sub.ID); got != want {
+	if got, want := r.requests()[0].Header.Get("webhook-id"), webhookID("acme", "admitted", sub.ID); got != want {
 		t.Errorf("webhook-id %q, want %q", got, want)
 	}
 	if st := stats(t, p, "s1"); st.Admitted != 1 || st.Suppressed != 1 {

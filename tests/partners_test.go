@@ -2,10 +2,12 @@ package tests
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
 
@@ -67,5 +69,57 @@ func TestPartnerIsolationBothWays(t *testing.T) {
 	}
 	if got := from(globexR); len(got) != 1 || !got["globex"] {
 		t.Errorf("customer globex got %v, want only its own", got)
+	}
+}
+
+// A partner's subscription counts each customer's scans apart: two
+// customers may use the same scan id, and one customer's findings never
+// use up another's budget. Stats show them apart.
+func TestPartnerLimitsArePerCustomer(t *testing.T) {
+	t.Parallel()
+	p := startPipeline(t, "", withGateway())
+	admin := p.api(t, adminKey)
+	for _, c := range []string{"acme", "globex"} {
+		if code := admin.do("PUT", "/v1/tenants/"+c, map[string]string{"partner": "mssp"}, nil); code != 200 {
+			t.Fatalf("PUT tenant %s: %d", c, code)
+		}
+	}
+	eventually(t, 5*time.Second, func() bool { return p.TenantsC.Partner("acme") == "mssp" && p.TenantsC.Partner("globex") == "mssp" })
+	r := newReceiver(t, nil)
+	sub := p.subscribe(t, subscriptions.Subscription{Tenant: "mssp", URL: r.URL, Events: []string{"finding.*"}, IncludeCustomerEvents: true,
+		Limits: subscriptions.Limits{FindingsPerScan: 3}})
+
+	for i := range 5 {
+		for _, c := range []string{"acme", "globex"} {
+			p.publish(t, c, events.TypeFindingHigh, "s1", finding("s1", "xss-"+strconv.Itoa(i), 7.5, "f"))
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return r.count() >= 6 })
+	p.settle(t)
+	per := map[string]int{}
+	for _, req := range r.requests() {
+		per[req.Header.Get("X-Scanwire-Tenant")]++
+	}
+	if per["acme"] != 3 || per["globex"] != 3 {
+		t.Errorf("the partner got %v findings per customer, want 3 each (findings_per_scan 3, counted per customer)", per)
+	}
+
+	var out struct {
+		Subscriptions []limits.Stats `json:"subscriptions"`
+	}
+	if code := p.api(t, adminKey).do("GET", "/v1/scans/s1/stats?tenant=mssp", nil, &out); code != 200 {
+		t.Fatalf("GET stats: %d", code)
+	}
+	got := map[string]limits.Stats{}
+	for _, st := range out.Subscriptions {
+		got[st.Customer] = st
+	}
+	for _, c := range []string{"acme", "globex"} {
+		if st := got[c]; st.SubscriptionID != sub.ID || st.Admitted != 3 || st.Suppressed != 2 {
+			t.Errorf("stats for customer %s: %+v, want 3 admitted and 2 suppressed for %s", c, st, sub.ID)
+		}
+	}
+	if len(out.Subscriptions) != 2 {
+		t.Errorf("stats %+v, want one entry per customer", out.Subscriptions)
 	}
 }

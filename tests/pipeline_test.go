@@ -33,6 +33,7 @@ import (
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -215,8 +216,17 @@ func eventMsg(t testing.TB, tenant, typ, scan string, data map[string]any) *nats
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Header.Set(nats.MsgIdHdr, e.ID())
+	m.Header.Set(nats.MsgIdHdr, events.KeyOf(&e))
 	return m
+}
+
+// testSource is the source of every event the tests' scanners publish.
+const testSource = "//scanners/test"
+
+// webhookID is the webhook-id of tenant's test event eventID for a
+// subscription.
+func webhookID(tenant, eventID, subscriptionID string) string {
+	return jobs.WebhookID(events.Key(tenant, testSource, eventID), subscriptionID)
 }
 
 // newEvent is a scanner's event of typ with data, and its subject.
@@ -230,7 +240,7 @@ func newEvent(t testing.TB, tenant, typ, scan string, data map[string]any) (even
 	if err != nil {
 		t.Fatal(err)
 	}
-	return events.New(tenant, "//scanners/test", typ, scan, b), subject
+	return events.New(tenant, testSource, typ, scan, b), subject
 }
 
 // publishBurst publishes msgs (which carry their dedupe ids) back to back,

@@ -28,7 +28,7 @@ func validAttrs(id string) map[string]string {
 	return map[string]string{
 		"ce-specversion": "1.0",
 		"ce-id":          id,
-		"ce-source":      "//scanners/test",
+		"ce-source":      testSource,
 		"ce-type":        "finding.high",
 		"ce-subject":     "s1",
 		"ce-tenant":      "acme",

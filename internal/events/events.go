@@ -4,6 +4,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"regexp"
 	"strings"
@@ -135,6 +137,21 @@ func New(tenant, source, eventType, scanID string, data []byte) event.Event {
 	e.DataEncoded = data
 	return e
 }
+
+// Key identifies an event across tenants: CloudEvents ids are unique per
+// source only, and two tenants (or two scanners of one tenant) may send the
+// same id. It is "ev_" + unpadded base32 of the first 16 bytes of
+// SHA-256(tenant NUL source NUL id), a valid subject token. It is the
+// event's dedupe id in SCAN_EVENTS, and every id derived from an event
+// (webhook-id, job, retry, dead letter, limit record entry) starts from it,
+// so an exact repeat is a duplicate and nothing else is.
+func Key(tenant, source, id string) string {
+	sum := sha256.Sum256([]byte(tenant + "\x00" + source + "\x00" + id))
+	return "ev_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
+}
+
+// KeyOf is Key of e's tenant extension, source and id.
+func KeyOf(e *event.Event) string { return Key(Tenant(e), e.Source(), e.ID()) }
 
 // NewID returns a fresh, sortable event id.
 func NewID() string { return "evt_" + ulid.Make().String() }

@@ -16,8 +16,9 @@ import (
 )
 
 // Publish stores e in SCAN_EVENTS on subject, in binary mode, with the
-// event id as the dedupe id: a scanner that retries a publish it is unsure
-// of creates one event, not two. It does not validate: call Validate first.
+// event's Key (tenant, source, id) as the dedupe id: a scanner that retries
+// a publish it is unsure of creates one event, not two, and another
+// tenant's event with the same id is not mistaken for a copy. It does not validate: call Validate first.
 //
 // When ctx carries a span, Publish starts a producer span under it (with
 // the same tracer provider) and sends its context twice: in the NATS
@@ -37,7 +38,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *eve
 		return nil, err
 	}
 	telemetry.Inject(ctx, m.Header)
-	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(e.ID()), jetstream.WithExpectStream(natsx.StreamScanEvents))
+	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(KeyOf(e)), jetstream.WithExpectStream(natsx.StreamScanEvents))
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("publish %s to %s: %w", e.ID(), subject, err)

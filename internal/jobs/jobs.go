@@ -18,9 +18,11 @@ import (
 // Job is one event to deliver to one subscription. It carries the whole
 // event, so delivery needs nothing but the job and the subscription.
 type Job struct {
-	// WebhookID is the receiver's idempotency key: derived from the event
-	// and subscription ids, so a redelivered event, a retried attempt and
-	// a replay from the DLQ all carry the same one.
+	// WebhookID is the receiver's idempotency key and the job's dedupe id:
+	// derived from the event's key (events.Key: tenant, source and id) and
+	// the subscription id, so a redelivered event, a retried attempt and a
+	// replay from the DLQ all carry the same one, and two tenants' events
+	// that share an id do not.
 	WebhookID string `json:"webhook_id"`
 	// Tenant owns the subscription; SourceTenant is the event's tenant,
 	// which differs when a partner hears a customer's event.
@@ -47,9 +49,10 @@ type Job struct {
 // in subjects, dedupe ids and the attempt log.
 const CallbackSubscription = "callback"
 
-// WebhookID derives the idempotency key of (event, subscription).
-func WebhookID(eventID, subscriptionID string) string {
-	sum := sha256.Sum256([]byte(eventID + "\x00" + subscriptionID))
+// WebhookID derives the idempotency key of (event, subscription) from the
+// event's key (events.Key), never from its bare id.
+func WebhookID(eventKey, subscriptionID string) string {
+	sum := sha256.Sum256([]byte(eventKey + "\x00" + subscriptionID))
 	return "msg_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
 }
 
@@ -64,10 +67,6 @@ func RetrySubject(webhookID string, attempt int) string {
 	return fmt.Sprintf("retries.%s.%d", webhookID, attempt)
 }
 
-// DedupeID is the Nats-Msg-Id of a job: the server drops a second copy
-// published by a redelivered fan-out within the dedupe window.
-func DedupeID(eventID, subscriptionID string) string { return eventID + "." + subscriptionID }
-
 // Msg encodes j as a NATS message ready to publish.
 func (j *Job) Msg() (*nats.Msg, error) {
 	b, err := jsonx.Marshal(j) // never HTML-escaped: the event reaches receivers byte for byte
@@ -76,7 +75,9 @@ func (j *Job) Msg() (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(Subject(j.Tenant, j.SubscriptionID))
 	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, DedupeID(j.EventID, j.SubscriptionID))
+	// The server drops a second copy published by a redelivered fan-out
+	// within the dedupe window.
+	m.Header.Set(nats.MsgIdHdr, j.WebhookID)
 	return m, nil
 }
 

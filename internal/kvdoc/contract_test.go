@@ -367,14 +367,14 @@ var plainDocs = storeCase{name: "kvdoc", bucket: natsx.BucketTenants, open: func
 var limitsStore = storeCase{name: "limits", bucket: natsx.BucketLimits, open: func(kv jetstream.KeyValue, _ jetstream.JetStream, _ *sync.Map) ops {
 	l := limits.New(kv)
 	admit := func(ctx context.Context, doc string, n int) error {
-		d, err := l.Admit(ctx, limits.Key("acme", "sub_"+doc, "scan"), 1000, 1000, fmt.Sprintf("evt-%d", n), fmt.Sprintf("type-%d", n%7))
+		d, err := l.Admit(ctx, limits.Key("acme", "sub_"+doc, "acme", "scan"), 1000, 1000, fmt.Sprintf("evt-%d", n), fmt.Sprintf("type-%d", n%7))
 		if err == nil && !d.Admitted {
 			err = fmt.Errorf("evt-%d suppressed: %s", n, d.Reason)
 		}
 		return err
 	}
 	return ops{
-		key:    func(doc string) string { return limits.Key("acme", "sub_"+doc, "scan") },
+		key:    func(doc string) string { return limits.Key("acme", "sub_"+doc, "acme", "scan") },
 		change: admit,
 		holds: func(ctx context.Context, doc string, n int) error {
 			stats, err := l.ScanStats(ctx, "acme", "scan")

@@ -8,11 +8,14 @@ package limits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/kvdoc"
 )
 
@@ -45,9 +48,17 @@ type Limiter struct{ kv jetstream.KeyValue }
 // New returns a limiter over the limits bucket (natsx.BucketLimits).
 func New(kv jetstream.KeyValue) *Limiter { return &Limiter{kv: kv} }
 
-// Key is the record key of (tenant, subscription, scan).
-func Key(tenant, subscriptionID, scanID string) string {
-	return tenant + "." + subscriptionID + "." + scanID
+// Key is the record key of (tenant, subscription, scan):
+// <tenant>.<subscription_id>.<scan_id>. A partner's subscription hears its
+// customers' scans, and two customers may use the same scan id: their
+// findings are counted apart, under
+// <tenant>.<subscription_id>.<customer>.<scan_id>, where source is the
+// event's tenant.
+func Key(tenant, subscriptionID, source, scanID string) string {
+	if source == "" || source == tenant {
+		return tenant + "." + subscriptionID + "." + scanID
+	}
+	return tenant + "." + subscriptionID + "." + source + "." + scanID
 }
 
 // Admit decides whether a finding event passes the limits of one
@@ -121,13 +132,20 @@ func (r *Record) add(eventID, findingType string, admitted bool) {
 	}
 }
 
+// ErrBadID is returned by ScanStats for a tenant or scan id that is not a
+// valid subject token.
+var ErrBadID = errors.New("invalid id")
+
 // Stats is what the limits did for one (subscription, scan).
 type Stats struct {
-	SubscriptionID string                `json:"subscription_id"`
-	ScanID         string                `json:"scan_id"`
-	Admitted       int                   `json:"admitted"`
-	Suppressed     int                   `json:"suppressed"`
-	ByType         map[string]*TypeStats `json:"by_type"`
+	SubscriptionID string `json:"subscription_id"`
+	// Customer is set on a partner's subscription: the customer tenant
+	// whose scan this is, counted apart from other customers' scans.
+	Customer   string                `json:"customer,omitempty"`
+	ScanID     string                `json:"scan_id"`
+	Admitted   int                   `json:"admitted"`
+	Suppressed int                   `json:"suppressed"`
+	ByType     map[string]*TypeStats `json:"by_type"`
 }
 
 // TypeStats splits Stats by finding type.
@@ -136,9 +154,19 @@ type TypeStats struct {
 	Suppressed int `json:"suppressed"`
 }
 
-// ScanStats returns the stats of every subscription of tenant for a scan.
+// ScanStats returns the stats of every subscription of tenant for a scan:
+// the tenant's own scan, and for a partner each customer's scan of that id.
+// A tenant or scan id that is not a subject token is refused with
+// ErrBadID: either would become part of a subject filter (a "*" would read
+// other scans' records).
 func (l *Limiter) ScanStats(ctx context.Context, tenant, scanID string) ([]Stats, error) {
-	lister, err := l.kv.ListKeysFiltered(ctx, tenant+".*."+scanID)
+	if p := events.BadToken(tenant); p != "" {
+		return nil, fmt.Errorf("%w: tenant %s", ErrBadID, p)
+	}
+	if p := events.BadToken(scanID); p != "" {
+		return nil, fmt.Errorf("%w: scan id %s", ErrBadID, p)
+	}
+	lister, err := l.kv.ListKeysFiltered(ctx, tenant+".*."+scanID, tenant+".*.*."+scanID)
 	if err != nil {
 		return nil, fmt.Errorf("list limits: %w", err)
 	}
@@ -153,7 +181,8 @@ func (l *Limiter) ScanStats(ctx context.Context, tenant, scanID string) ([]Stats
 		if err != nil || rev == 0 {
 			continue // expired or deleted since listed, or corrupt
 		}
-		st := Stats{SubscriptionID: subscriptionOf(k, tenant, scanID), ScanID: scanID, ByType: map[string]*TypeStats{},
+		sub, customer, _ := strings.Cut(k[len(tenant)+1:len(k)-len(scanID)-1], ".")
+		st := Stats{SubscriptionID: sub, Customer: customer, ScanID: scanID, ByType: map[string]*TypeStats{},
 			Admitted: len(rec.Admitted), Suppressed: len(rec.Suppressed) + rec.SuppressedOverflow}
 		for _, t := range rec.Admitted {
 			st.typeStats(t).Admitted++
@@ -173,8 +202,4 @@ func (s *Stats) typeStats(t string) *TypeStats {
 		s.ByType[t] = ts
 	}
 	return ts
-}
-
-func subscriptionOf(key, tenant, scanID string) string {
-	return key[len(tenant)+1 : len(key)-len(scanID)-1]
 }

@@ -2,6 +2,7 @@ package limits_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -74,7 +75,7 @@ func TestAdmitIsExactUnderConcurrency(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			sub := "sub_" + strings.ReplaceAll(tc.name, " ", "-")
-			a, s := admitAll(t, l, limits.Key("acme", sub, "s1"), tc.perScan, 1000, distinct)
+			a, s := admitAll(t, l, limits.Key("acme", sub, "acme", "s1"), tc.perScan, 1000, distinct)
 			if a != tc.wantAdmitted || s != tc.wantSuppressed {
 				t.Errorf("%d admitted and %d suppressed with findings_per_scan %d, want %d and %d", a, s, tc.perScan, tc.wantAdmitted, tc.wantSuppressed)
 			}
@@ -89,7 +90,7 @@ func TestPerTypeLimit(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(t)
 	// 80 events of 4 types, 20 each, at most 5 of a type and 100 in all.
-	a, s := admitAll(t, l, limits.Key("acme", "sub_T", "s1"), 100, 5, func(i int) string { return fmt.Sprintf("type-%d", i%4) })
+	a, s := admitAll(t, l, limits.Key("acme", "sub_T", "acme", "s1"), 100, 5, func(i int) string { return fmt.Sprintf("type-%d", i%4) })
 	if a != 20 || s != 60 {
 		t.Errorf("%d admitted and %d suppressed, want 4 types x 5 = 20 and 60", a, s)
 	}
@@ -102,11 +103,11 @@ func TestPerTypeLimit(t *testing.T) {
 			t.Errorf("type %s: %d admitted and %d suppressed, want 5 and 15", typ, ts.Admitted, ts.Suppressed)
 		}
 	}
-	d, err := l.Admit(t.Context(), limits.Key("acme", "sub_T", "s1"), 100, 5, "evt-new", "type-0")
+	d, err := l.Admit(t.Context(), limits.Key("acme", "sub_T", "acme", "s1"), 100, 5, "evt-new", "type-0")
 	if err != nil || d.Admitted || !strings.Contains(d.Reason, `findings_per_type limit of 5 reached for "type-0"`) {
 		t.Errorf("a sixth type-0 event: %+v, %v; want suppressed by the per-type limit", d, err)
 	}
-	d, err = l.Admit(t.Context(), limits.Key("acme", "sub_T", "s1"), 100, 5, "evt-other", "type-9")
+	d, err = l.Admit(t.Context(), limits.Key("acme", "sub_T", "acme", "s1"), 100, 5, "evt-other", "type-9")
 	if err != nil || !d.Admitted {
 		t.Errorf("the first event of a new type: %+v, %v; want admitted", d, err)
 	}
@@ -118,7 +119,7 @@ func TestRedeliveredEventIsDecidedTheSame(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(t)
 	ctx := t.Context()
-	key := limits.Key("acme", "sub_R", "s1")
+	key := limits.Key("acme", "sub_R", "acme", "s1")
 	admit := func(id string) (bool, string) {
 		d, err := l.Admit(ctx, key, 100, 1, id, "xss")
 		if err != nil {
@@ -157,7 +158,7 @@ func TestScanStats(t *testing.T) {
 	ctx := t.Context()
 	admit := func(tenant, sub, scan, id, typ string, perScan int) {
 		t.Helper()
-		if _, err := l.Admit(ctx, limits.Key(tenant, sub, scan), perScan, 10, id, typ); err != nil {
+		if _, err := l.Admit(ctx, limits.Key(tenant, sub, tenant, scan), perScan, 10, id, typ); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -168,7 +169,7 @@ func TestScanStats(t *testing.T) {
 	admit("acme", "sub_A", "s2", "e9", "sqli", 2)  // another scan
 	admit("other", "sub_C", "s1", "e1", "sqli", 2) // another tenant
 	// A record that does not decode is left out, not fatal.
-	if _, err := kv.Put(ctx, limits.Key("acme", "sub_Z", "s1"), []byte("{")); err != nil {
+	if _, err := kv.Put(ctx, limits.Key("acme", "sub_Z", "acme", "s1"), []byte("{")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -194,7 +195,7 @@ func TestSuppressedOverflowIsCounted(t *testing.T) {
 	js := natsxtest.JetStream(t)
 	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
 	l := limits.New(kv)
-	key := limits.Key("acme", "sub_O", "s1")
+	key := limits.Key("acme", "sub_O", "acme", "s1")
 	rec := limits.Record{Admitted: map[string]string{"a": "sqli"}, Suppressed: map[string]string{}}
 	for i := range 1000 {
 		rec.Suppressed[fmt.Sprintf("s%d", i)] = "sqli"
@@ -212,5 +213,55 @@ func TestSuppressedOverflowIsCounted(t *testing.T) {
 	// again, the documented cost of the bound.
 	if st := stats(t, l, "sub_O", "s1"); st.Admitted != 1 || st.Suppressed != 1003 {
 		t.Errorf("stats %+v, want 1 admitted and 1000 + 3 suppressed", st)
+	}
+}
+
+// A partner's subscription keeps one record per customer scan: the same
+// scan id of two customers is counted apart, and stats name the customer.
+// The tenant's own scan of that id is a third record.
+func TestCustomersCountedApart(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(t)
+	for _, source := range []string{"mssp", "acme", "globex"} {
+		for i := range 3 {
+			d, err := l.Admit(t.Context(), limits.Key("mssp", "sub_P", source, "s1"), 2, 10, fmt.Sprintf("%s-%d", source, i), "xss")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Admitted != (i < 2) {
+				t.Errorf("%s finding %d admitted=%v; each customer has its own 2", source, i, d.Admitted)
+			}
+		}
+	}
+	all, err := l.ScanStats(t.Context(), "mssp", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]limits.Stats{}
+	for _, s := range all {
+		got[s.Customer] = s
+	}
+	for _, c := range []string{"", "acme", "globex"} { // "": the partner's own scan
+		if s := got[c]; s.SubscriptionID != "sub_P" || s.Admitted != 2 || s.Suppressed != 1 {
+			t.Errorf("stats of customer %q: %+v, want sub_P with 2 admitted, 1 suppressed", c, s)
+		}
+	}
+	if len(all) != 3 {
+		t.Errorf("%d stats entries, want 3: %+v", len(all), all)
+	}
+}
+
+// Ids that are not subject tokens never become part of a filter: "*" must
+// not read every scan's records.
+func TestScanStatsRefusesWildcards(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(t)
+	if _, err := l.Admit(t.Context(), limits.Key("acme", "sub_W", "acme", "s1"), 2, 2, "e1", "xss"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ tenant, scan string }{{"acme", "*"}, {"acme", ">"}, {"*", "s1"}, {"acme", "s1.x"}, {"acme", ""}} {
+		if st, err := l.ScanStats(t.Context(), c.tenant, c.scan); !errors.Is(err, limits.ErrBadID) {
+			t.Errorf("ScanStats(%q, %q) = %+v, %v; want ErrBadID", c.tenant, c.scan, st, err)
+		}
 	}
 }

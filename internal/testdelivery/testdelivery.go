@@ -42,7 +42,7 @@ func Send(ctx context.Context, js jetstream.JetStream, log *attempts.Log, tenant
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{EventID: e.ID(), WebhookID: jobs.WebhookID(e.ID(), subscriptionID)}
+	res := &Result{EventID: e.ID(), WebhookID: jobs.WebhookID(events.KeyOf(&e), subscriptionID)}
 	if _, err := events.Publish(ctx, js, subject, &e); err != nil {
 		w.Stop()
 		return nil, err

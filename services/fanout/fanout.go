@@ -138,6 +138,7 @@ type incoming struct {
 		SubscriptionID string   `json:"subscription_id"` // webhook.test
 	}
 	structured []byte // the event in structured JSON, as jobs carry it
+	key        string // events.Key: the event's identity across tenants and sources
 }
 
 // failure names a failure of ours that sends an event back for a retry.
@@ -204,6 +205,7 @@ func (f *Fanout) read(msg jetstream.Msg) (*incoming, events.RejectReason, error)
 			return in, events.RejectCallbackURL, &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
 		}
 	}
+	in.key = events.KeyOf(in.e)
 	if in.structured, err = json.Marshal(in.e); err != nil {
 		return in, events.RejectUndecodable, err
 	}
@@ -220,7 +222,7 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 	acks := make([]jetstream.PubAckFuture, 0, len(subs))
 	for _, s := range subs {
 		j := jobs.Job{
-			WebhookID:      jobs.WebhookID(e.ID(), s.ID),
+			WebhookID:      jobs.WebhookID(in.key, s.ID),
 			Tenant:         s.Tenant,
 			SourceTenant:   in.addr.Tenant,
 			SubscriptionID: s.ID,
@@ -310,7 +312,7 @@ func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, 
 		if perType == 0 {
 			perType = subscriptions.DefaultFindingsPerType
 		}
-		dec, err := f.limits.Admit(ctx, limits.Key(s.Tenant, s.ID, in.addr.ScanID), perScan, perType, in.e.ID(), in.data.Type)
+		dec, err := f.limits.Admit(ctx, limits.Key(s.Tenant, s.ID, in.addr.Tenant, in.addr.ScanID), perScan, perType, in.key, in.data.Type)
 		if err != nil {
 			return nil, err
 		}

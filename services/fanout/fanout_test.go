@@ -110,6 +110,7 @@ func (fx *fixture) subscribe(t *testing.T, s subscriptions.Subscription) *subscr
 type published struct {
 	subject string
 	id      string
+	key     string // events.Key
 	seq     uint64
 	trace   trace.SpanContext // of the span the scanner published under
 	data    []byte
@@ -134,7 +135,7 @@ func (fx *fixture) publish(t *testing.T, tenant, typ, scan string, data map[stri
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	return published{subject: subject, id: e.ID(), seq: ack.Sequence, trace: span.SpanContext(), data: b}
+	return published{subject: subject, id: e.ID(), key: events.KeyOf(&e), seq: ack.Sequence, trace: span.SpanContext(), data: b}
 }
 
 // publishRaw stores m as given, for what no well-behaved scanner sends.
@@ -389,11 +390,11 @@ func TestValidEventQueuesOneJobPerMatchingSubscription(t *testing.T) {
 			t.Fatal(err)
 		}
 		if j.EventID != ev.id || j.EventType != events.TypeFindingHigh || j.ScanID != "s1" || j.Tenant != "acme" ||
-			j.SourceTenant != "acme" || j.WebhookID != jobs.WebhookID(ev.id, j.SubscriptionID) || j.Attempt != 0 {
+			j.SourceTenant != "acme" || j.WebhookID != jobs.WebhookID(ev.key, j.SubscriptionID) || j.Attempt != 0 {
 			t.Errorf("job %+v does not describe event %s for its subscription", j, ev.id)
 		}
-		if got := m.Header.Get(nats.MsgIdHdr); got != jobs.DedupeID(ev.id, j.SubscriptionID) {
-			t.Errorf("job dedupe id %q, want %q", got, jobs.DedupeID(ev.id, j.SubscriptionID))
+		if got := m.Header.Get(nats.MsgIdHdr); got != j.WebhookID {
+			t.Errorf("job dedupe id %q, want its webhook id %q", got, j.WebhookID)
 		}
 		var stored struct {
 			ID   string          `json:"id"`

@@ -198,6 +198,10 @@ func (g *Gateway) scanStats(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	stats, err := g.limits.ScanStats(r.Context(), c.tenant, r.PathValue("scan_id"))
+	if errors.Is(err, limits.ErrBadID) {
+		writeError(w, http.StatusBadRequest, "scan_id", err.Error())
+		return
+	}
 	if err != nil {
 		g.log.Error("scan stats", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "", "limit records unavailable")

@@ -52,14 +52,18 @@ func newScansStatsCmd(g *globals) *cobra.Command {
 }
 
 func printScanStats(w io.Writer, list []limits.Stats) error {
-	tw := newTable(w, "SUBSCRIPTION\tADMITTED\tSUPPRESSED\tBY TYPE (admitted/suppressed)")
+	tw := newTable(w, "SUBSCRIPTION\tCUSTOMER\tADMITTED\tSUPPRESSED\tBY TYPE (admitted/suppressed)")
 	for _, s := range list {
 		var parts []string
 		for t, ts := range s.ByType {
 			parts = append(parts, fmt.Sprintf("%s %d/%d", t, ts.Admitted, ts.Suppressed))
 		}
 		slices.Sort(parts)
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.SubscriptionID, s.Admitted, s.Suppressed, strings.Join(parts, ", "))
+		customer := s.Customer
+		if customer == "" {
+			customer = "-" // the tenant's own scan
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", s.SubscriptionID, customer, s.Admitted, s.Suppressed, strings.Join(parts, ", "))
 	}
 	return tw.Flush()
 }
