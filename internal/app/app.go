@@ -109,8 +109,10 @@ type App struct {
 	ownTel bool
 	// callbacks pairs scan.started and scan.finished for fan-out.
 	callbacks *callbacks.Registry
-	http      *http.Server
-	httpLn    net.Listener
+	// writes is whether this process's writes are stored, for /readyz.
+	writes natsx.Writes
+	http   *http.Server
+	httpLn net.Listener
 }
 
 // Start brings the process up: NATS, streams, caches, then the services.
@@ -234,7 +236,7 @@ func (a *App) startService(ctx, runCtx context.Context, name string) error {
 	switch name {
 	case ServiceFanout:
 		f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
-			Callbacks: a.callbacks, Egress: a.Egress, Telemetry: a.Tel}, a.log, a.cfg.Fanout)
+			Callbacks: a.callbacks, Egress: a.Egress, Writes: &a.writes, Telemetry: a.Tel}, a.log, a.cfg.Fanout)
 		a.spawn(name, func() error { return f.Run(runCtx) })
 	case ServiceDelivery:
 		client := delivery.NewHTTPClient(a.cfg.Delivery.Timeout, a.Egress.DialContext, a.Tel.TracerProvider())
@@ -264,7 +266,7 @@ func (a *App) startGateway() error {
 		a.log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
 	}
 	g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,
-		Tenants: a.Tenants, Telemetry: a.Tel}, a.log, gcfg)
+		Tenants: a.Tenants, Telemetry: a.Tel, Writes: &a.writes}, a.log, gcfg)
 	a.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	a.spawn(ServiceGateway, func() error { return gateway.Serve(a.http, ln, a.log) })
 	return nil

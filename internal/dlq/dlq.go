@@ -32,9 +32,16 @@ type DeadLetter struct {
 	Attempts  int       `json:"attempts"`
 	DeadAt    time.Time `json:"dead_at"`
 	// Raw holds a message that could not be decoded as a job at all, so
-	// that even garbage published to DELIVERIES is kept, not dropped.
-	Raw []byte `json:"raw,omitempty"`
+	// that even garbage published to DELIVERIES is kept, not dropped: its
+	// first MaxRaw bytes; RawSize is its whole size when Raw was cut.
+	Raw     []byte `json:"raw,omitempty"`
+	RawSize int    `json:"raw_size,omitempty"`
 }
+
+// MaxRaw is how much of an undecodable message a dead letter keeps: enough
+// to see what it was, small enough (base64 in JSON) that the dead letter
+// always fits in the DLQ, so giving up on garbage never loops.
+const MaxRaw = 64 << 10
 
 // Subject is where a dead letter for (tenant, subscription) goes.
 func Subject(tenant, subscriptionID string) string {
@@ -48,6 +55,9 @@ func Subject(tenant, subscriptionID string) string {
 // dead-lettering of the same delivery (after a crash between the DLQ write
 // and the term) store one entry.
 func (d *DeadLetter) Msg(deliverySeq uint64) (*nats.Msg, error) {
+	if len(d.Raw) > MaxRaw {
+		d.RawSize, d.Raw = len(d.Raw), d.Raw[:MaxRaw]
+	}
 	b, err := jsonx.Marshal(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode dead letter %s: %w", d.Job.WebhookID, err)

@@ -174,6 +174,10 @@ const (
 	HeaderRejectCode      = "Scanwire-Reject-Code" // a RejectReason's String
 	HeaderOriginalSubject = "Scanwire-Original-Subject"
 	HeaderOriginalSeq     = "Scanwire-Original-Seq"
+	// HeaderOmitted says what of the original a rejected copy leaves out
+	// because it would not fit beside the reason (the original stays in
+	// SCAN_EVENTS under HeaderOriginalSeq for its retention).
+	HeaderOmitted = "Scanwire-Omitted"
 )
 
 // RejectedSubject is where an invalid event of tenant is kept.

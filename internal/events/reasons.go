@@ -16,6 +16,10 @@ const (
 	RejectInvalid RejectReason = "invalid"
 	// RejectCallbackURL: its callback_url is one the egress policy refuses.
 	RejectCallbackURL RejectReason = "callback_url_refused"
+	// RejectTooLarge: what the event becomes (a job) is larger than any
+	// stream takes. Validation's size limit keeps this from happening; it
+	// is the backstop that keeps such an event from looping.
+	RejectTooLarge RejectReason = "too_large"
 )
 
 func (r RejectReason) String() string { return string(r) }

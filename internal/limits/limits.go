@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -43,10 +44,35 @@ type Decision struct {
 }
 
 // Limiter decides and counts.
-type Limiter struct{ kv jetstream.KeyValue }
+//
+// The findings of one scan arrive at once, from many fan-out workers: were
+// each to compare-and-swap the scan's record on its own, all but one would
+// lose every round and retry, and a hot scan would turn into a storm of
+// retries that holds fan-out's workers from every other tenant. So within
+// a process the requests for one record queue up, and one of them writes
+// the decisions of everyone queued at that moment in a single
+// compare-and-swap (a group commit). Only replicas contend, one writer
+// each.
+type Limiter struct {
+	kv     jetstream.KeyValue
+	mu     sync.Mutex
+	queues map[string][]*request // by record key; present while a writer runs
+}
+
+// request is one event waiting for its decision.
+type request struct {
+	ctx              context.Context
+	perScan, perType int
+	eventID, typ     string
+	d                Decision
+	err              error
+	done             chan struct{}
+}
 
 // New returns a limiter over the limits bucket (natsx.BucketLimits).
-func New(kv jetstream.KeyValue) *Limiter { return &Limiter{kv: kv} }
+func New(kv jetstream.KeyValue) *Limiter {
+	return &Limiter{kv: kv, queues: map[string][]*request{}}
+}
 
 // Key is the record key of (tenant, subscription, scan):
 // <tenant>.<subscription_id>.<scan_id>. A partner's subscription hears its
@@ -68,17 +94,52 @@ func Key(tenant, subscriptionID, source, scanID string) string {
 // compare-and-swap (kvdoc.Change): when another replica decided meanwhile,
 // it is made again on that replica's record. Under too much contention the
 // error wraps kvdoc.ErrContention and the event should be handled again
-// later.
+// later. Concurrent calls for one key share one write (see Limiter).
 func (l *Limiter) Admit(ctx context.Context, key string, perScan, perType int, eventID, findingType string) (Decision, error) {
-	var d Decision
-	_, _, err := kvdoc.Change(ctx, l.kv, key, func(rec *Record, _ bool) error {
-		d = rec.decide(perScan, perType, eventID, findingType)
+	r := &request{ctx: ctx, perScan: perScan, perType: perType, eventID: eventID, typ: findingType, done: make(chan struct{})}
+	l.mu.Lock()
+	q, running := l.queues[key]
+	l.queues[key] = append(q, r)
+	l.mu.Unlock()
+	if !running {
+		l.write(key)
+	}
+	select {
+	case <-r.done:
+		return r.d, r.err
+	case <-ctx.Done():
+		// Its decision may still be written: asked again, it is the same.
+		return Decision{}, fmt.Errorf("limits of %s: %w", key, ctx.Err())
+	}
+}
+
+// write decides everything queued for key in one compare-and-swap, then
+// hands the requests queued meanwhile to a writer of their own, so that
+// no caller waits for more than its own batch.
+func (l *Limiter) write(key string) {
+	l.mu.Lock()
+	batch := l.queues[key]
+	l.queues[key] = nil // running, nothing queued
+	l.mu.Unlock()
+
+	_, _, err := kvdoc.Change(longest(batch), l.kv, key, func(rec *Record, _ bool) error {
+		for _, r := range batch {
+			r.d = rec.decide(r.perScan, r.perType, r.eventID, r.typ)
+		}
 		return nil
 	})
-	if err != nil {
-		return Decision{}, err
+	for _, r := range batch {
+		r.err = err
+		close(r.done)
 	}
-	return d, nil
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queues[key]) == 0 {
+		delete(l.queues, key)
+		return
+	}
+	go l.write(key)
 }
 
 // decide answers for one event and records a new decision in r. An event
@@ -135,6 +196,22 @@ func (r *Record) add(eventID, findingType string, admitted bool) {
 // ErrBadID is returned by ScanStats for a tenant or scan id that is not a
 // valid subject token.
 var ErrBadID = errors.New("invalid id")
+
+// longest is the context of the request that may wait longest: a caller
+// that has given up does not cut the others' write short.
+func longest(batch []*request) context.Context {
+	best := batch[0].ctx
+	for _, r := range batch[1:] {
+		if r.ctx.Err() != nil {
+			continue
+		}
+		d, ok := r.ctx.Deadline()
+		if bd, bok := best.Deadline(); best.Err() != nil || !ok || (bok && d.After(bd)) {
+			best = r.ctx
+		}
+	}
+	return best
+}
 
 // Stats is what the limits did for one (subscription, scan).
 type Stats struct {

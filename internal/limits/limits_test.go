@@ -265,3 +265,42 @@ func TestScanStatsRefusesWildcards(t *testing.T) {
 		}
 	}
 }
+
+// A hot scan: hundreds of findings decided at once by two replicas' many
+// workers. Each replica writes its queued decisions together, so there is
+// no retry storm: every call gets an answer, the cap is exact, and the
+// record took far fewer writes than decisions.
+func TestHotScanSharesWrites(t *testing.T) {
+	t.Parallel()
+	kv := natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketLimits)
+	replicas := []*limits.Limiter{limits.New(kv), limits.New(kv)}
+	key := limits.Key("acme", "sub_H", "acme", "hot")
+	const perReplica, perScan = 200, 50
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for r, l := range replicas {
+		for i := range perReplica {
+			wg.Go(func() {
+				d, err := l.Admit(t.Context(), key, perScan, perScan, fmt.Sprintf("evt-%d-%d", r, i), "xss")
+				if err != nil {
+					t.Error(err)
+				}
+				if d.Admitted {
+					admitted.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if n := admitted.Load(); n != perScan {
+		t.Errorf("%d admitted, want exactly %d", n, perScan)
+	}
+	e, err := kv.Get(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Revision() >= 2*perReplica {
+		t.Errorf("the record took %d writes for %d decisions: decisions were not written together", e.Revision(), 2*perReplica)
+	}
+	t.Logf("%d decisions in %d writes", 2*perReplica, e.Revision())
+}

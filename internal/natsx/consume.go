@@ -33,6 +33,8 @@ type Options struct {
 	// the settle's own error (nil when the outcome took effect): services
 	// count their outcomes here.
 	Settled func(ctx context.Context, msg jetstream.Msg, o Outcome, err error)
+	// Writes, when set, is told whether each copy was stored (readiness).
+	Writes *Writes
 }
 
 // fetchWait bounds one pull request. A stop waits for the pull in flight to
@@ -57,7 +59,7 @@ const defaultAckWait = 30 * time.Second
 // the whole AckWait. Read to its end, every message pulled is handled or
 // handed back at once; the price is that a stop waits up to fetchWait.
 func Consume(ctx context.Context, c jetstream.Consumer, handle Handler, opts Options) error {
-	l := &loop{js: opts.JS, log: opts.Log, settled: opts.Settled, ackWait: defaultAckWait}
+	l := &loop{js: opts.JS, log: opts.Log, settled: opts.Settled, writes: opts.Writes, ackWait: defaultAckWait}
 	if l.log == nil {
 		l.log = slog.Default()
 	}
@@ -110,6 +112,7 @@ type loop struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	settled func(context.Context, jetstream.Msg, Outcome, error)
+	writes  *Writes
 	ackWait time.Duration
 }
 
@@ -185,7 +188,11 @@ func (l *loop) store(ctx context.Context, msg jetstream.Msg, o Outcome) error {
 	_ = msg.InProgress() // best effort: without it the store still has the margin
 	sctx, cancel := context.WithTimeout(ctx, l.ackWait-l.margin())
 	defer cancel()
-	if _, err := l.js.PublishMsg(sctx, o.copy, o.opts...); err != nil {
+	_, err := l.js.PublishMsg(sctx, o.copy, o.opts...)
+	if ctx.Err() == nil {
+		l.writes.Observe(err)
+	}
+	if err != nil {
 		return fmt.Errorf("store %s: %w", o.copy.Subject, err)
 	}
 	return nil

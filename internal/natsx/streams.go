@@ -56,10 +56,23 @@ func DefaultTopology() Topology {
 	}
 }
 
-// MaxMsgSize caps every message stored. It is larger than the event size
-// limit (events.MaxDataSize) on purpose: an oversized event must reach
-// fan-out to be rejected with a reason, not bounce off the stream.
-const MaxMsgSize = 2 << 20
+// MaxEventMsgSize caps a message in SCAN_EVENTS. It is four times the
+// event size limit (events.MaxEventSize) on purpose: an oversized event
+// must reach fan-out to be rejected with a reason, not bounce off the
+// stream. A larger one is refused by the stream when it is published, so
+// its publisher is told and nothing is stored.
+const MaxEventMsgSize = 1 << 20
+
+// MaxMsgSize caps every other stream: a message of SCAN_EVENTS plus what
+// scanwire adds to a copy of it (reason headers in REJECTED, the job's and
+// the dead letter's fields), so a copy of anything SCAN_EVENTS accepted
+// always fits. The server's max_payload (4 MiB in nats.conf and on the
+// embedded server) is above both.
+const MaxMsgSize = MaxEventMsgSize + 256<<10
+
+// MaxHeaderSize is JetStream's own cap on the headers of a stored message
+// (it refuses more than 64 KiB - 1 with error 10097).
+const MaxHeaderSize = 1<<16 - 1
 
 // StreamConfigs returns the configuration of every stream (docs/design.md).
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
@@ -71,7 +84,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      t.EventRetention,
 			Duplicates:  t.DedupeWindow,
-			MaxMsgSize:  MaxMsgSize,
+			MaxMsgSize:  MaxEventMsgSize,
 			Storage:     jetstream.FileStorage,
 			Replicas:    t.Replicas,
 		},

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -72,6 +73,7 @@ type Fanout struct {
 	limits    *limits.Limiter
 	callbacks *callbacks.Registry
 	egress    subscriptions.URLPolicy
+	writes    *natsx.Writes
 	tel       *telemetry.Telemetry
 	log       *slog.Logger
 	cfg       Config
@@ -84,13 +86,15 @@ type Deps struct {
 	Limits    *limits.Limiter
 	Callbacks *callbacks.Registry
 	// Egress judges callback URLs (nil: no egress checks).
-	Egress    subscriptions.URLPolicy
+	Egress subscriptions.URLPolicy
+	// Writes is told whether jobs and copies were stored (readiness).
+	Writes    *natsx.Writes
 	Telemetry *telemetry.Telemetry
 }
 
 // New returns a fan-out over js.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, tel: d.Telemetry,
+	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, writes: d.Writes, tel: d.Telemetry,
 		log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
@@ -121,7 +125,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		return nil
 	}
 	f.log.Info("fan-out started", "consumer", f.cfg.Consumer, "workers", f.cfg.Workers)
-	err = natsx.Consume(ctx, cons, f.handle, natsx.Options{Workers: f.cfg.Workers, JS: f.js, Log: f.log, Settled: f.settled})
+	err = natsx.Consume(ctx, cons, f.handle, natsx.Options{Workers: f.cfg.Workers, JS: f.js, Log: f.log, Settled: f.settled, Writes: f.writes})
 	f.log.Info("fan-out stopped")
 	return err
 }
@@ -179,6 +183,12 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 		return f.fail(ctx, span, msg, failLimits, fmt.Errorf("limits of %s: %w", in.e.ID(), err))
 	}
 	if err := f.queue(ctx, in, subs); err != nil {
+		if natsx.TooLarge(err) {
+			// The event's own fault, and it would be every time: looping
+			// on it would hold a slot of every tenant's consumer.
+			span.SetStatus(codes.Error, "rejected: "+events.RejectTooLarge.String())
+			return f.reject(ctx, msg, in.addr.Tenant, events.RejectTooLarge, fmt.Errorf("its job cannot be stored: %w", err))
+		}
 		return f.fail(ctx, span, msg, failJobs, fmt.Errorf("fan out %s: %w", in.e.ID(), err))
 	}
 	return natsx.Finished()
@@ -248,7 +258,11 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 		}
 		acks = append(acks, ack)
 	}
-	return waitAcks(ctx, acks)
+	err := waitAcks(ctx, acks)
+	if ctx.Err() == nil {
+		f.writes.Observe(err)
+	}
+	return err
 }
 
 // match returns who gets the event. A webhook.test event goes to the one
@@ -362,6 +376,20 @@ func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, r
 	if merr != nil {
 		return natsx.Failed(failMetadata, merr)
 	}
+	f.log.InfoContext(ctx, "event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.String(), "err", err.Error())
+	return natsx.RejectAs(reason, err, rejectedCopy(msg, meta.Sequence.Stream, tenant, reason, err))
+}
+
+// maxReasonLen bounds the reason header of a rejected copy: a reason that
+// quotes the event cannot make the copy too large to store.
+const maxReasonLen = 4 << 10
+
+// rejectedCopy is what REJECTED keeps of an invalid event: its headers and
+// body as the scanner sent them, with the reason. It always fits in
+// REJECTED: whatever of the original would not fit beside the reason
+// (headers near JetStream's 64 KiB cap) is left out and named in
+// HeaderOmitted, and stays readable in SCAN_EVENTS under its sequence.
+func rejectedCopy(msg jetstream.Msg, seq uint64, tenant string, reason events.RejectReason, err error) *nats.Msg {
 	rm := nats.NewMsg(events.RejectedSubject(tenant))
 	for k, v := range msg.Headers() {
 		// The original's Nats-Msg-Id and expectations are for SCAN_EVENTS.
@@ -370,14 +398,47 @@ func (f *Fanout) reject(ctx context.Context, msg jetstream.Msg, tenant string, r
 		}
 	}
 	rm.Data = msg.Data()
-	rm.Header.Set(events.HeaderRejectReason, err.Error())
-	rm.Header.Set(events.HeaderRejectCode, reason.String())
-	rm.Header.Set(events.HeaderOriginalSubject, msg.Subject())
-	seq := strconv.FormatUint(meta.Sequence.Stream, 10)
-	rm.Header.Set(events.HeaderOriginalSeq, seq)
-	rm.Header.Set(nats.MsgIdHdr, "rejected."+seq)
-	f.log.InfoContext(ctx, "event rejected", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "reason", reason.String(), "err", err.Error())
-	return natsx.RejectAs(reason, err, rm)
+	ours := nats.Header{}
+	ours.Set(events.HeaderRejectReason, headerValue(err.Error(), maxReasonLen))
+	ours.Set(events.HeaderRejectCode, reason.String())
+	ours.Set(events.HeaderOriginalSubject, msg.Subject())
+	ours.Set(events.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	ours.Set(nats.MsgIdHdr, "rejected."+strconv.FormatUint(seq, 10))
+	var omitted []string
+	if n := natsx.HeaderSize(rm.Header); n+natsx.HeaderSize(ours) > natsx.MaxHeaderSize {
+		rm.Header = nats.Header{}
+		omitted = append(omitted, fmt.Sprintf("headers (%d bytes)", n))
+	}
+	if n := len(rm.Data); n+natsx.HeaderSize(rm.Header)+natsx.HeaderSize(ours) > natsx.MaxMsgSize {
+		rm.Data = nil
+		omitted = append(omitted, fmt.Sprintf("body (%d bytes)", n))
+	}
+	for k, v := range ours {
+		rm.Header[k] = v
+	}
+	if len(omitted) > 0 {
+		rm.Header.Set(events.HeaderOmitted, strings.Join(omitted, ", ")+"; the original is SCAN_EVENTS seq "+strconv.FormatUint(seq, 10))
+	}
+	return rm
+}
+
+// headerValue makes s a header value: one line, at most max bytes, cut on
+// a rune boundary.
+func headerValue(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // fail sends an event back after a failure of ours (not the event's); the

@@ -8,9 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/dlq"
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -37,6 +40,10 @@ type Config struct {
 	// TestWait bounds how long POST /v1/subscriptions/{id}/test waits for
 	// the first attempt (default 30s).
 	TestWait time.Duration
+	// StallAfter is how long a consumer may take no new message while
+	// messages wait for it before /readyz fails (default 1m): pinned at its
+	// ack-pending limit, or its workers stuck.
+	StallAfter time.Duration
 }
 
 // Gateway is the HTTP API.
@@ -47,10 +54,13 @@ type Gateway struct {
 	dlq      *dlq.Store
 	limits   *limits.Limiter
 	tenants  *tenants.Store
+	egress   *egress.Policy
 	tel      *telemetry.Telemetry
 	log      *slog.Logger
+	writes   *natsx.Writes
 	cfg      Config
 	mux      *http.ServeMux
+	progress progress
 }
 
 // Deps are what the gateway serves from.
@@ -61,6 +71,12 @@ type Deps struct {
 	Limits    *limits.Limiter
 	Tenants   *tenants.Store
 	Telemetry *telemetry.Telemetry
+	// Egress is the pipeline's egress policy: it judges the callback_url
+	// of a scan.started event as fan-out will (nil: left to fan-out).
+	Egress *egress.Policy
+	// Writes says whether this process's writes are being stored; /readyz
+	// fails while they are not. The gateway reports its own publishes.
+	Writes *natsx.Writes
 }
 
 // New returns the gateway's handler.
@@ -68,7 +84,10 @@ func New(js jetstream.JetStream, d Deps, logger *slog.Logger, cfg Config) *Gatew
 	if cfg.TestWait <= 0 {
 		cfg.TestWait = 30 * time.Second
 	}
-	g := &Gateway{js: js, store: d.Store, attempts: d.Attempts, dlq: d.DLQ, limits: d.Limits, tenants: d.Tenants, tel: d.Telemetry,
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = time.Minute
+	}
+	g := &Gateway{js: js, store: d.Store, attempts: d.Attempts, dlq: d.DLQ, limits: d.Limits, tenants: d.Tenants, egress: d.Egress, tel: d.Telemetry, writes: d.Writes,
 		log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
 	if g.tel != nil {
 		g.mux.Handle("GET /metrics", g.tel.Handler)
@@ -133,7 +152,8 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz says the process can do its work: NATS connected, every stream
-// reachable, and the consumers of this process's services bound.
+// reachable, the store taking writes, and the consumers of this process's
+// services bound and making progress. The body names what is wrong.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -147,13 +167,60 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := g.writes.Failing(g.cfg.StallAfter); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "", err.Error())
+		return
+	}
 	for consumer, stream := range g.cfg.Consumers {
-		if _, err := g.js.Consumer(ctx, stream, consumer); err != nil {
+		c, err := g.js.Consumer(ctx, stream, consumer)
+		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "", "consumer "+consumer+" on "+stream+": "+err.Error())
+			return
+		}
+		if stalled := g.progress.check(stream+"/"+consumer, c.CachedInfo(), g.cfg.StallAfter); stalled != "" {
+			writeError(w, http.StatusServiceUnavailable, "", stalled)
 			return
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// progress remembers, per consumer, the last stream sequence it handed out
+// and when that last moved, across /readyz calls.
+type progress struct {
+	mu   sync.Mutex
+	seen map[string]progressMark
+}
+
+type progressMark struct {
+	delivered uint64
+	at        time.Time
+}
+
+// check says why a consumer is stalled, or "": messages wait for it
+// (NumPending > 0) and it has handed out no new one for stallAfter. A
+// consumer at its ack-pending limit whose messages never finish (every
+// slot held by work that cannot end) looks exactly like this.
+func (p *progress) check(key string, info *jetstream.ConsumerInfo, stallAfter time.Duration) string {
+	if info == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen == nil {
+		p.seen = map[string]progressMark{}
+	}
+	now := time.Now()
+	last, ok := p.seen[key]
+	if !ok || info.Delivered.Stream != last.delivered || info.NumPending == 0 {
+		p.seen[key] = progressMark{delivered: info.Delivered.Stream, at: now}
+		return ""
+	}
+	if idle := now.Sub(last.at); idle >= stallAfter {
+		return fmt.Sprintf("consumer %s on %s is stalled: %d messages wait and it has taken none for %s (%d in flight, ack-pending limit %d)",
+			info.Name, info.Stream, info.NumPending, idle.Round(time.Second), info.NumAckPending, info.Config.MaxAckPending)
+	}
+	return ""
 }
 
 // apiError is the body of every error answer.

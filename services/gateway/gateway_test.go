@@ -2,10 +2,16 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
@@ -78,5 +84,66 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 		if key != tt.key || ok != tt.ok {
 			t.Errorf("bearer(%q) = %q, %v; want %q, %v", tt.header, key, ok, tt.key, tt.ok)
 		}
+	}
+}
+
+// /readyz fails, saying why, when a consumer of this process takes no new
+// message while messages wait for it, and when the store refuses writes;
+// it recovers when either is over.
+func TestReadinessSeesStallsAndWriteErrors(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	js := natsxtest.JetStream(t)
+	cons, err := js.CreateOrUpdateConsumer(ctx, natsx.StreamScanEvents, jetstream.ConsumerConfig{Durable: "fanout", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes natsx.Writes
+	srv := httptest.NewServer(New(js, Deps{Writes: &writes}, slog.New(slog.DiscardHandler),
+		Config{Consumers: map[string]string{"fanout": natsx.StreamScanEvents}, StallAfter: 300 * time.Millisecond}))
+	t.Cleanup(srv.Close)
+	ready := func() (int, string) {
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if c, body := ready(); c != 200 {
+		t.Fatalf("/readyz of an idle consumer = %d %s, want 200", c, body)
+	}
+
+	// Work waits and nobody takes it: stalled once StallAfter has passed.
+	if _, err := js.Publish(ctx, "scans.acme.s1.started", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if c, body := ready(); c != 200 {
+		t.Fatalf("/readyz right after work arrived = %d %s, want 200 (not stalled yet)", c, body)
+	}
+	natsxtest.Eventually(t, "readyz reports the stall", func() bool {
+		c, body := ready()
+		return c == 503 && strings.Contains(body, "consumer fanout on SCAN_EVENTS is stalled") && strings.Contains(body, "1 messages wait")
+	})
+	// It takes the message: progress, ready again.
+	batch, err := cons.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		_ = m.Ack()
+	}
+	if c, body := ready(); c != 200 {
+		t.Errorf("/readyz after the consumer took the message = %d %s, want 200", c, body)
+	}
+
+	writes.Observe(errors.New("nats: insufficient resources"))
+	if c, body := ready(); c != 503 || !strings.Contains(body, "the store refuses writes") || !strings.Contains(body, "insufficient resources") {
+		t.Errorf("/readyz with failing writes = %d %s, want 503 naming the error", c, body)
+	}
+	writes.Observe(nil)
+	if c, body := ready(); c != 200 {
+		t.Errorf("/readyz once a write succeeded again = %d %s, want 200", c, body)
 	}
 }

@@ -1,0 +1,38 @@
+package natsx
+
+import (
+	"errors"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream API error codes of a message the stream will never take.
+const (
+	errCodeMessageTooLarge jetstream.ErrorCode = 10054 // message size exceeds maximum allowed
+	errCodeHeaderTooLarge  jetstream.ErrorCode = 10097 // header size exceeds maximum allowed of 64k
+)
+
+// TooLarge reports whether a publish failed because the message can never
+// be stored as it is: larger than the stream's or the server's cap, or
+// with headers over JetStream's 64 KiB. Trying it again would loop; the
+// caller must store something smaller or give up with a reason.
+func TooLarge(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == errCodeMessageTooLarge || api.ErrorCode == errCodeHeaderTooLarge)
+}
+
+// HeaderSize is how many bytes h takes on the wire, as JetStream counts
+// it against MaxHeaderSize.
+func HeaderSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
