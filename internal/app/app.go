@@ -266,7 +266,7 @@ func (a *App) startGateway() error {
 		a.log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
 	}
 	g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,
-		Tenants: a.Tenants, Telemetry: a.Tel, Writes: &a.writes}, a.log, gcfg)
+		Tenants: a.Tenants, Telemetry: a.Tel, Writes: &a.writes, Egress: a.Egress}, a.log, gcfg)
 	a.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	a.spawn(ServiceGateway, func() error { return gateway.Serve(a.http, ln, a.log) })
 	return nil

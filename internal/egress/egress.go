@@ -5,17 +5,21 @@
 //   - at subscription write time, the URL (CheckURL, or CheckURLStatic
 //     where no DNS may be done): https only, no userinfo, no IP literal in a
 //     blocked range in any spelling a resolver accepts, no name that
-//     resolves only to blocked addresses;
+//     resolves only to blocked addresses; a callback URL that arrives in an
+//     event is judged by CheckCallbackURL, the same at every door;
 //   - at dial time, the IP address actually dialed (DialContext and its
 //     Control hook), because what a name resolved to when the subscription
 //     was written says nothing about what it resolves to now.
 //
-// Some ranges are blocked whatever the configuration (link-local, cloud
-// metadata, unspecified, multicast, broadcast); the rest of the non-public
-// space (loopback, RFC 1918, CGNAT, unique local, documentation and other
-// reserved ranges) is blocked unless Policy.AllowPrivate is set, which is
-// what `scanwire run --allow-private-targets` does for local development.
-// IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64, 6to4,
+// The blocked ranges are the IANA special-purpose address registries in
+// full, plus multicast, site-local and the cloud metadata addresses (see
+// table in ranges.go). Some are blocked whatever the configuration
+// (link-local, cloud metadata, unspecified, multicast, broadcast); the rest
+// of the non-public space (loopback, RFC 1918, CGNAT, unique local,
+// documentation and other special-purpose ranges) is blocked unless
+// Policy.AllowPrivate is set, which is what `scanwire run
+// --allow-private-targets` does for local development. IPv6 forms that
+// carry an IPv4 address (mapped, translated, compatible, NAT64, 6to4,
 // Teredo) are judged as the IPv4 address they carry.
 //
 // The policy does not follow redirects and is not a proxy: the HTTP client

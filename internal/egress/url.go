@@ -49,6 +49,13 @@ func (p *Policy) CheckURL(ctx context.Context, raw string) error {
 	case err != nil:
 		return fmt.Errorf("%q: host %s could not be resolved now (%v); try again", raw, host, err)
 	}
+	return p.refuseResolved(raw, host, ips)
+}
+
+// refuseResolved refuses raw when every address its host resolved to is
+// blocked, naming them; nil when some address is allowed (or there are
+// none).
+func (p *Policy) refuseResolved(raw, host string, ips []netip.Addr) error {
 	if msg, blockedAll := p.judgeAll(ips); blockedAll {
 		return blocked("%q: %s resolves only to blocked addresses: %s", raw, host, msg)
 	}

@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/callbacks"
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
@@ -72,7 +73,8 @@ type Fanout struct {
 	tenants   *tenants.Cache
 	limits    *limits.Limiter
 	callbacks *callbacks.Registry
-	egress    subscriptions.URLPolicy
+	egress    *egress.Policy
+	lookups   chan struct{} // callback URL lookups in flight (see read)
 	writes    *natsx.Writes
 	tel       *telemetry.Telemetry
 	log       *slog.Logger
@@ -86,7 +88,7 @@ type Deps struct {
 	Limits    *limits.Limiter
 	Callbacks *callbacks.Registry
 	// Egress judges callback URLs (nil: no egress checks).
-	Egress subscriptions.URLPolicy
+	Egress *egress.Policy
 	// Writes is told whether jobs and copies were stored (readiness).
 	Writes    *natsx.Writes
 	Telemetry *telemetry.Telemetry
@@ -94,7 +96,7 @@ type Deps struct {
 
 // New returns a fan-out over js.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, writes: d.Writes, tel: d.Telemetry,
+	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, lookups: make(chan struct{}, maxLookups), writes: d.Writes, tel: d.Telemetry,
 		log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
@@ -165,7 +167,7 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject())))
 	defer span.End()
 
-	in, reason, err := f.read(msg)
+	in, reason, err := f.read(ctx, msg)
 	if in.e != nil {
 		span.SetAttributes(attribute.String("scanwire.tenant", events.Tenant(in.e)), attribute.String("scanwire.scan_id", in.e.Subject()),
 			attribute.String("scanwire.event_type", in.e.Type()), attribute.String("scanwire.event_id", in.e.ID()))
@@ -194,10 +196,17 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 	return natsx.Finished()
 }
 
+// maxLookups bounds the callback URL lookups in flight. A lookup can take
+// seconds (a tenant's slow name server) and holds a worker meanwhile: past
+// this many, a callback URL gets the checks that need no DNS, and delivery
+// judges the address it dials as it always does.
+const maxLookups = 16
+
 // read decodes and validates a message. An error is the event's fault,
 // named by the reason: the caller rejects it. A callback_url the egress
-// policy would never deliver to is refused with its event.
-func (f *Fanout) read(msg jetstream.Msg) (*incoming, events.RejectReason, error) {
+// policy would never deliver to is refused with its event, by the check
+// POST /v1/events and `scanwire publish` make (egress.CheckCallbackURL).
+func (f *Fanout) read(ctx context.Context, msg jetstream.Msg) (*incoming, events.RejectReason, error) {
 	in := &incoming{}
 	var err error
 	if in.addr, err = events.ParseSubject(msg.Subject()); err != nil {
@@ -211,7 +220,7 @@ func (f *Fanout) read(msg jetstream.Msg) (*incoming, events.RejectReason, error)
 	}
 	_ = json.Unmarshal(in.e.Data(), &in.data) // valid: the fields have their schema's types
 	if u := in.data.CallbackURL; u != "" && in.e.Type() == events.TypeScanStarted && f.egress != nil {
-		if err := f.egress.CheckURLStatic(u); err != nil {
+		if err := f.checkCallbackURL(ctx, u); err != nil {
 			return in, events.RejectCallbackURL, &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
 		}
 	}
@@ -220,6 +229,17 @@ func (f *Fanout) read(msg jetstream.Msg) (*incoming, events.RejectReason, error)
 		return in, events.RejectUndecodable, err
 	}
 	return in, "", nil
+}
+
+// checkCallbackURL is egress.CheckCallbackURL within the lookup budget.
+func (f *Fanout) checkCallbackURL(ctx context.Context, u string) error {
+	select {
+	case f.lookups <- struct{}{}:
+		defer func() { <-f.lookups }()
+		return f.egress.CheckCallbackURL(ctx, u)
+	default:
+		return f.egress.CheckURLStatic(u)
+	}
 }
 
 // queue stores one job per admitted subscription and waits until the

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 
 	"github.com/scanwire/scanwire/internal/events"
@@ -39,7 +41,11 @@ func (g *Gateway) publishEvent(w http.ResponseWriter, r *http.Request, c caller)
 		return
 	}
 	kind, _ := events.KindOf(e.Type())
-	if err := events.Validate(events.Address{Tenant: tenant, ScanID: e.Subject(), Kind: kind}, e); err != nil {
+	err = events.Validate(events.Address{Tenant: tenant, ScanID: e.Subject(), Kind: kind}, e)
+	if err == nil {
+		err = g.checkCallback(r.Context(), e)
+	}
+	if err != nil {
 		var ie *events.InvalidError
 		field := ""
 		if errors.As(err, &ie) && len(ie.Problems) > 0 {
@@ -58,6 +64,26 @@ func (g *Gateway) publishEvent(w http.ResponseWriter, r *http.Request, c caller)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": e.ID(), "subject": subject, "duplicate": ack.Duplicate})
+}
+
+// checkCallback judges a valid scan.started event's data.callback_url by
+// the pipeline's egress policy, with the check fan-out makes: an error is
+// the *events.InvalidError fan-out would reject the event with.
+func (g *Gateway) checkCallback(ctx context.Context, e *event.Event) error {
+	if g.egress == nil || e.Type() != events.TypeScanStarted {
+		return nil
+	}
+	var data struct {
+		CallbackURL string `json:"callback_url"`
+	}
+	_ = json.Unmarshal(e.Data(), &data) // valid: callback_url is a string by the schema
+	if data.CallbackURL == "" {
+		return nil
+	}
+	if err := g.egress.CheckCallbackURL(ctx, data.CallbackURL); err != nil {
+		return &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
+	}
+	return nil
 }
 
 func problems(ie *events.InvalidError) any {

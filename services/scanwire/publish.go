@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/telemetry"
 )
@@ -34,9 +36,17 @@ func newPublishCmd(g *globals) *cobra.Command {
 		Use:   "publish",
 		Short: "Publish one scan event, as a scanner would",
 		Long: `Publish builds a CloudEvent, checks it exactly as fan-out will (attributes,
-data schema, CVSS band), and publishes it in binary mode to
-scans.<tenant>.<scan_id>.<kind> with the event id as JetStream dedupe id.
-An event fan-out would reject is refused here with the same message.
+data schema, CVSS band, a scan.started's callback_url against the egress
+policy), and publishes it in binary mode to scans.<tenant>.<scan_id>.<kind>
+with its key (tenant, source, id) as JetStream dedupe id. An event fan-out
+would reject is refused here with the same message.
+
+publish talks to NATS, not to the pipeline, so it cannot know whether
+'scanwire run' was started with --allow-private-targets: it judges a
+callback_url by the strict policy (https, public addresses only) unless it
+is given --allow-private-targets too, as 'subs create' does. A host that
+resolves only to blocked addresses is refused; one that does not resolve
+from here is left to the pipeline.
 
 --data is the event's JSON data: inline, @file, or - for standard input.
 The schemas of every event type are in schemas/.`,
@@ -45,7 +55,7 @@ The schemas of every event type are in schemas/.`,
   scanwire publish --tenant acme --type finding.high --scan s-1 --data @finding.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, subject, err := f.event(cmd.InOrStdin())
+			e, subject, err := f.event(cmd.Context(), cmd.InOrStdin(), &egress.Policy{AllowPrivate: g.allowPrivate})
 			if err != nil {
 				return err
 			}
@@ -81,8 +91,8 @@ The schemas of every event type are in schemas/.`,
 
 // event builds the event the flags describe, with stdin for --data -, and
 // the subject it is published on. It refuses what fan-out would reject,
-// with fan-out's message.
-func (f *publishFlags) event(stdin io.Reader) (*event.Event, string, error) {
+// with fan-out's message, judging a callback_url by policy.
+func (f *publishFlags) event(ctx context.Context, stdin io.Reader, policy *egress.Policy) (*event.Event, string, error) {
 	body, err := readData(f.data, stdin)
 	if err != nil {
 		return nil, "", err
@@ -95,11 +105,34 @@ func (f *publishFlags) event(stdin io.Reader) (*event.Event, string, error) {
 	if err := events.Validate(events.Address{Tenant: f.tenant, ScanID: f.scan, Kind: kind}, &e); err != nil {
 		return nil, "", err
 	}
+	if err := checkCallback(ctx, policy, &e); err != nil {
+		return nil, "", err
+	}
 	subject, err := events.Subject(f.tenant, f.scan, f.typ)
 	if err != nil {
 		return nil, "", err
 	}
 	return &e, subject, nil
+}
+
+// checkCallback judges a valid scan.started event's data.callback_url by
+// policy, with the check fan-out makes: an error is the
+// *events.InvalidError fan-out would reject the event with.
+func checkCallback(ctx context.Context, policy *egress.Policy, e *event.Event) error {
+	if e.Type() != events.TypeScanStarted {
+		return nil
+	}
+	var data struct {
+		CallbackURL string `json:"callback_url"`
+	}
+	_ = json.Unmarshal(e.Data(), &data) // valid: callback_url is a string by the schema
+	if data.CallbackURL == "" {
+		return nil
+	}
+	if err := policy.CheckCallbackURL(ctx, data.CallbackURL); err != nil {
+		return &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
+	}
+	return nil
 }
 
 // readData resolves --data: inline JSON, @file, or - for r.
