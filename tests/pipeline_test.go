@@ -425,11 +425,15 @@ func verifyStandardWebhook(secret string, h http.Header, body []byte) error {
 
 // testResolver stands in for DNS, which this sandbox does not have: every
 // *.example.com name is a public address, internal.example.net is a
-// private one, anything else does not resolve.
+// private one, *.slow.example.org answers only when asked to give up (a
+// tenant's hung name server), anything else does not resolve.
 type testResolver struct{}
 
-func (testResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+func (testResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
 	switch {
+	case strings.HasSuffix(host, ".slow.example.org"):
+		<-ctx.Done()
+		return nil, &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true}
 	case strings.HasSuffix(host, ".example.com"):
 		return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
 	case host == "internal.example.net":

@@ -80,7 +80,7 @@ func TestBadInputIsRejectedWithReason(t *testing.T) {
 			`{"scan_id":"s1","target":"t","finding_id":"f1","type":"xss","title":"XSS","cvss_score":4.0}`), "below 6.0, the floor of finding.high"},
 		{"non-JSON data", binaryMsg(subj, validAttrs("e11"), `scan s1 found xss`), "data: not valid JSON"},
 		{"payload over the limit", binaryMsg(subj, validAttrs("e12"),
-			`{"scan_id":"s1","target":"t","finding_id":"f1","type":"xss","title":"XSS","cvss_score":7,"evidence":"`+strings.Repeat("A", events.MaxDataSize)+`"}`),
+			`{"scan_id":"s1","target":"t","finding_id":"f1","type":"xss","title":"XSS","cvss_score":7,"evidence":"`+strings.Repeat("A", events.MaxEventSize)+`"}`),
 			"the limit is 262144 bytes"},
 		{"not a CloudEvent", binaryMsg(subj, map[string]string{"content-type": "text/plain"}, "hello"), "not a CloudEvent"},
 		{"bad structured event", binaryMsg(subj, map[string]string{"content-type": "application/cloudevents+json"}, `{"specversion":"1.0",`), "not a valid CloudEvent"},

@@ -28,10 +28,6 @@ const (
 // tenant an event belongs to.
 const TenantExtension = "tenant"
 
-// MaxDataSize is the largest event data accepted. It keeps one noisy
-// scanner from filling the streams and receivers' request limits.
-const MaxDataSize = 256 << 10
-
 // kinds maps an event type to the last part of its subject.
 var kinds = map[string]string{
 	TypeScanStarted:   "started",

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/schemas"
 )
 
@@ -108,12 +111,19 @@ func TestSubjects(t *testing.T) {
 }
 
 // Decoding and validating arbitrary messages never panics, and whatever
-// passes validation can be encoded again.
+// passes validation is delivered as it was checked: Structured encodes it,
+// its JSON has no repeated key, no byte that is not UTF-8 and no HTML
+// escape, and decoding it (as delivery does) gives back the same data,
+// which validates again and encodes to the same bytes.
 func FuzzDecodeAndValidate(f *testing.F) {
-	f.Add("1.0", "e1", "finding.high", "application/json", []byte(`{"scan_id":"s1","target":"t","finding_id":"f","type":"xss","title":"x","cvss_score":7}`))
-	f.Add("", "", "", "application/cloudevents+json", []byte(`{"specversion":"1.0","id":"x","source":"s","type":"scan.started"}`))
-	f.Add("0.3", "e", "scan.started", "text/plain", []byte("\x00\xff"))
-	f.Fuzz(func(t *testing.T, spec, id, typ, ct string, data []byte) {
+	f.Add("1.0", "e1", "finding.high", "application/json", "", "", []byte(`{"scan_id":"s1","target":"t","finding_id":"f","type":"xss","title":"x","cvss_score":7}`))
+	f.Add("", "", "", "application/cloudevents+json", "", "", []byte(`{"specversion":"1.0","id":"x","source":"s","type":"scan.started"}`))
+	f.Add("0.3", "e", "scan.started", "text/plain", "", "", []byte("\x00\xff"))
+	f.Add("1.0", "e1", "finding.high", "application/json", "note", "<b> & </b>", []byte(findingXSS))
+	f.Add("1.0", "e1", "scan.started", "application/json", "data", "x", []byte(`{"scan_id":"s1","target":"t"}`))
+	f.Add("1.0", "e1", "finding.high", "application/json", "", "", []byte(`{"scan_id":"s1","target":"t","finding_id":"f","type":"xss","title":"x","cvss_score":9.8,"cvss_score":6.1}`))
+	f.Add("", "", "", "application/cloudevents+json", "", "", []byte(`{"specversion":"1.0","id":"e1","source":"//s","type":"scan.started","subject":"s1","tenant":"acme","datacontenttype":"application/json","data_base64":"eyJzY2FuX2lkIjoiczEiLCJ0YXJnZXQiOiI8YT4mIn0="}`))
+	f.Fuzz(func(t *testing.T, spec, id, typ, ct, ext, extValue string, data []byte) {
 		h := nats.Header{}
 		if spec != "" {
 			h.Set("ce-specversion", spec)
@@ -124,13 +134,41 @@ func FuzzDecodeAndValidate(f *testing.F) {
 		h.Set("ce-subject", "s1")
 		h.Set("ce-tenant", "acme")
 		h.Set("content-type", ct)
+		if ext != "" {
+			h.Set("ce-"+ext, extValue)
+		}
 		e, err := FromMsg(h, data)
 		if err != nil {
 			return
 		}
 		kind, _ := KindOf(e.Type())
-		if Validate(Address{"acme", "s1", kind}, e) != nil {
+		addr := Address{"acme", "s1", kind}
+		invalid := Validate(addr, e)
+		s, err := Structured(e) // whatever the event, no panic
+		if invalid != nil {
 			return
+		}
+		if err != nil {
+			t.Fatalf("valid event does not encode: %v", err)
+		}
+		if a := jsonx.Ambiguities(s); a != nil {
+			t.Fatalf("structured event %s is ambiguous: %+v", s, a)
+		}
+		if !bytes.Equal(jsonx.UnescapeHTML(s), s) {
+			t.Fatalf("structured event %s has HTML escapes", s)
+		}
+		var back event.Event
+		if err := json.Unmarshal(s, &back); err != nil {
+			t.Fatalf("structured event %s does not decode: %v", s, err)
+		}
+		if back.DataBase64 || !sameJSON(back.Data(), e.Data()) {
+			t.Fatalf("delivered data %s, validated %s", back.Data(), e.Data())
+		}
+		if err := Validate(addr, &back); err != nil {
+			t.Fatalf("delivered event %s is invalid: %v", s, err)
+		}
+		if again, err := Structured(&back); err != nil || !bytes.Equal(again, s) {
+			t.Fatalf("re-encoded\n%s\nwas\n%s (%v)", again, s, err)
 		}
 		if _, err := ToMsg(context.Background(), "scans.acme.s1."+kind, e); err != nil {
 			t.Errorf("valid event does not encode: %v", err)

@@ -32,7 +32,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e *eve
 		attribute.String("scanwire.event_type", e.Type()), attribute.String("scanwire.event_id", e.ID())))
 	defer span.End()
 	injectTrace(ctx, e)
-	m, err := ToMsg(ctx, subject, e)
+	m, err := toStoredMsg(ctx, subject, e)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return nil, err

@@ -5,11 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"mime"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/schemas"
 )
 
@@ -24,6 +29,9 @@ type Problem struct {
 // first, so a scanner author fixes them in one round.
 type InvalidError struct {
 	Problems []Problem
+	// TooLarge is set when the event is over MaxEventSize: the gateway
+	// answers 413 rather than 422.
+	TooLarge bool
 }
 
 func (e *InvalidError) Error() string {
@@ -51,14 +59,23 @@ func Validate(addr Address, e *event.Event) error {
 	v := &validator{}
 	v.attributes(e)
 	v.consistency(addr, e)
-	v.data(e)
+	if v.size(e) {
+		v.data(e)
+	}
 	if len(v.problems) == 0 {
 		return nil
 	}
-	return &InvalidError{Problems: v.problems}
+	return &InvalidError{Problems: v.problems, TooLarge: v.tooLarge}
 }
 
-type validator struct{ problems []Problem }
+type validator struct {
+	problems []Problem
+	tooLarge bool
+}
+
+// maxAmbiguities bounds the data problems of one kind that an error
+// lists: 256 KiB of repeated keys would otherwise make a megabyte error.
+const maxAmbiguities = 10
 
 func (v *validator) add(field, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -98,6 +115,38 @@ func (v *validator) attributes(e *event.Event) {
 			v.add("datacontenttype", "must be application/json, got %q", ct)
 		}
 	}
+	v.text("source", e.Source())
+	v.text("datacontenttype", e.DataContentType())
+	v.text("dataschema", e.DataSchema())
+	exts := e.Extensions()
+	for _, name := range slices.Sorted(maps.Keys(exts)) {
+		if name == "data" {
+			// In structured mode it would be a second "data" member beside
+			// the event's data, and receivers would read either.
+			v.add("ce-data", "\"data\" is the event's data, not an extension attribute name: remove the ce-data header or rename the extension")
+			continue
+		}
+		if s, err := types.Format(exts[name]); err == nil {
+			v.text(name, s)
+		}
+	}
+}
+
+// text refuses an attribute that is not UTF-8: the structured event and
+// every profile carry it in JSON, which decoders read as U+FFFD or refuse.
+func (v *validator) text(field, s string) {
+	if utf8.ValidString(s) {
+		return
+	}
+	at := 0
+	for at < len(s) {
+		r, size := utf8.DecodeRuneInString(s[at:])
+		if r == utf8.RuneError && size == 1 {
+			break
+		}
+		at += size
+	}
+	v.add(field, "byte %d (0x%02x) is not valid UTF-8; attributes are JSON strings in structured mode and must be UTF-8", at, s[at])
 }
 
 func (v *validator) consistency(addr Address, e *event.Event) {
@@ -114,10 +163,6 @@ func (v *validator) consistency(addr Address, e *event.Event) {
 
 func (v *validator) data(e *event.Event) {
 	data := e.Data()
-	if len(data) > MaxDataSize {
-		v.add("data", "is %d bytes; the limit is %d bytes: trim evidence or link to it", len(data), MaxDataSize)
-		return
-	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		v.add("data", "missing; every event carries a JSON object (see schemas/)")
 		return
@@ -130,6 +175,21 @@ func (v *validator) data(e *event.Event) {
 			v.add("data", "not valid JSON: %v", err)
 		} else {
 			v.add("data", "must be a JSON object")
+		}
+		return
+	}
+	// Go's decoder, and so the schema check, reads a repeated key as its
+	// last value, and bytes that are not UTF-8 or a lone surrogate escape
+	// as U+FFFD; a receiver may read the first value, or keep them. Such
+	// data is refused, so that what passes here is what every receiver
+	// reads.
+	if amb := jsonx.Ambiguities(data); len(amb) > 0 {
+		for i, a := range amb {
+			if i == maxAmbiguities {
+				v.add("data", "%d more places like the ones above; fix them the same way", len(amb)-i)
+				break
+			}
+			v.add("data"+a.Pointer, "%s", a.Message)
 		}
 		return
 	}

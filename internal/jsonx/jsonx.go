@@ -2,7 +2,9 @@
 // without HTML escaping. json.Marshal turns "<", ">" and "&" into \u003c
 // and friends, also inside a json.RawMessage it embeds, so a finding title
 // "<script> & x" would reach receivers and stored documents as something
-// else than was sent.
+// else than was sent. UnescapeHTML undoes those escapes in JSON passed on
+// as is, and Ambiguities finds what receivers' parsers would read
+// differently (repeated keys, bytes that are not UTF-8, lone surrogates).
 package jsonx
 
 import (

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -33,7 +32,7 @@ func (cg) Render(d Delivery) (Request, error) {
 	if !ok {
 		name = strings.ReplaceAll(d.Event.Type(), ".", "_")
 	}
-	body, err := jsonx.Marshal(struct {
+	body, err := marshal(struct {
 		Event        string          `json:"event"`
 		ID           string          `json:"id"`
 		Organization string          `json:"organization"`

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -76,7 +75,7 @@ func (detectify) Render(d Delivery) (Request, error) {
 	default:
 		v = detectifyScanStarted{Type: "event_test"}
 	}
-	body, err := jsonx.Marshal(v)
+	body, err := marshal(v)
 	if err != nil {
 		return Request{}, err
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 // Profile names: the values of a subscription's "profile" field.
@@ -28,7 +30,8 @@ type Delivery struct {
 	WebhookID string
 	// Event is the CloudEvent being delivered.
 	Event *event.Event
-	// Structured is Event in structured JSON mode, as fan-out stored it.
+	// Structured is Event in structured JSON mode, as fan-out stored it
+	// (events.Structured; older versions stored json.Marshal's form).
 	Structured []byte
 	// Secrets are the live secrets, newest first. Empty means unsigned,
 	// which only profiles whose document allows it accept.
@@ -89,6 +92,19 @@ func Names() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// marshal encodes a body. Bodies are never HTML-escaped (docs/design.md,
+// Profiles): jsonx.Marshal writes no \u003c itself, and UnescapeHTML
+// undoes the ones event data brings along in a json.RawMessage (a Go
+// scanner's json.Marshal writes them), so "<script> & x" reaches the
+// receiver as itself whichever profile it uses.
+func marshal(v any) ([]byte, error) {
+	b, err := jsonx.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return jsonx.UnescapeHTML(b), nil
 }
 
 // tenantOf is the tenant the event came from.

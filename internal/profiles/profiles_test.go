@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/scanwire/scanwire/internal/events"
 )
 
 const literal = "whsec_0123456789abcdefLiteral"
@@ -55,7 +57,10 @@ func render(t *testing.T, name string, e *event.Event, secrets ...string) Reques
 	if !ok {
 		t.Fatalf("no profile %s", name)
 	}
-	structured, _ := json.Marshal(e)
+	structured, err := events.Structured(e)
+	if err != nil {
+		t.Fatalf("structured: %v", err)
+	}
 	req, err := p.Render(Delivery{WebhookID: "msg_1", Event: e, Structured: structured, Secrets: secrets, Now: time.Now(), UserAgent: "scanwire/test"})
 	if err != nil {
 		t.Fatalf("render %s: %v", name, err)
@@ -331,7 +336,7 @@ func TestStandardRotationOverlap(t *testing.T) {
 func TestNewestSecretAndFreshSignatures(t *testing.T) {
 	e := testEvent(t, "scan.finished", `{"scan_id":"s1","target":"t","status":"completed"}`)
 	p, _ := Lookup(Pwnkemon)
-	structured, _ := json.Marshal(e)
+	structured, _ := events.Structured(e)
 	a, _ := p.Render(Delivery{WebhookID: "m", Event: e, Structured: structured, Secrets: []string{literal, "older-secret-0123456789"}, Now: time.Now()})
 	b, _ := p.Render(Delivery{WebhookID: "m", Event: e, Structured: structured, Secrets: []string{literal}, Now: time.Now().Add(3 * time.Second)})
 	if verifyPwnkemon(literal, a) != nil || verifyPwnkemon("older-secret-0123456789", a) == nil {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -51,7 +50,7 @@ func (pwnkemon) Render(d Delivery) (Request, error) {
 	} else {
 		r.Error = ""
 	}
-	body, err := jsonx.Marshal(r)
+	body, err := marshal(r)
 	if err != nil {
 		return Request{}, err
 	}

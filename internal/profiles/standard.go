@@ -9,6 +9,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -23,6 +24,10 @@ func (standard) Name() string { return StandardWebhooks }
 func (standard) Accepts(string) bool { return true }
 
 func (standard) Render(d Delivery) (Request, error) {
+	// Jobs stored before fan-out used events.Structured (and replays of
+	// their dead letters) hold json.Marshal's \u003c escapes: the body is
+	// sent, and signed, without them.
+	body := jsonx.UnescapeHTML(d.Structured)
 	ts := d.Now.Unix()
 	sigs := make([]string, 0, len(d.Secrets))
 	for _, s := range d.Secrets {
@@ -30,7 +35,7 @@ func (standard) Render(d Delivery) (Request, error) {
 		if err != nil {
 			return Request{}, fmt.Errorf("standard-webhooks: %w", err)
 		}
-		sigs = append(sigs, signing.StandardSignature(key, d.WebhookID, ts, d.Structured))
+		sigs = append(sigs, signing.StandardSignature(key, d.WebhookID, ts, body))
 	}
 	h := http.Header{}
 	h.Set("Content-Type", event.ApplicationCloudEventsJSON+"; charset=utf-8")
@@ -40,7 +45,7 @@ func (standard) Render(d Delivery) (Request, error) {
 		h.Set("Webhook-Signature", strings.Join(sigs, " "))
 	}
 	h.Set("User-Agent", d.UserAgent)
-	return Request{Header: h, Body: d.Structured}, nil
+	return Request{Header: h, Body: body}, nil
 }
 
 // DefaultSchedule is the Standard Webhooks retry schedule after the first

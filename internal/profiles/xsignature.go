@@ -31,7 +31,7 @@ func (xsignature) Render(d Delivery) (Request, error) {
 		payload, _ = jsonx.Marshal(map[string]string{"company": tenantOf(d)})
 	}
 	ts := d.Now.Unix()
-	body, err := jsonx.Marshal(struct {
+	body, err := marshal(struct {
 		Event     string          `json:"event"`
 		Payload   json.RawMessage `json:"payload"`
 		Timestamp int64           `json:"timestamp"`

@@ -225,7 +225,7 @@ func (f *Fanout) read(ctx context.Context, msg jetstream.Msg) (*incoming, events
 		}
 	}
 	in.key = events.KeyOf(in.e)
-	if in.structured, err = json.Marshal(in.e); err != nil {
+	if in.structured, err = events.Structured(in.e); err != nil {
 		return in, events.RejectUndecodable, err
 	}
 	return in, "", nil

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
 )
 
 // publishEvent is POST /v1/events: a CloudEvent over HTTP, binary or
@@ -51,14 +52,28 @@ func (g *Gateway) publishEvent(w http.ResponseWriter, r *http.Request, c caller)
 		if errors.As(err, &ie) && len(ie.Problems) > 0 {
 			field = ie.Problems[0].Field
 		}
-		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: err.Error(), Field: field, Problems: problems(ie)})
+		status := http.StatusUnprocessableEntity
+		if ie != nil && ie.TooLarge {
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeJSON(w, status, apiError{Error: err.Error(), Field: field, Problems: problems(ie)})
 		return
 	}
 	subject, _ := events.Subject(tenant, e.Subject(), e.Type())
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	ack, err := events.Publish(ctx, g.js, subject, e)
-	if err != nil {
+	if r.Context().Err() == nil {
+		g.writes.Observe(err)
+	}
+	switch {
+	case natsx.TooLarge(err):
+		// Validation keeps events within what the stream takes; should it
+		// ever not, retrying would never help.
+		g.log.Error("event refused by the stream", "event_id", e.ID(), "err", err)
+		writeError(w, http.StatusRequestEntityTooLarge, "", "the stream refuses this event as too large; trim extensions or data")
+		return
+	case err != nil:
 		g.log.Error("publish failed", "event_id", e.ID(), "err", err)
 		writeError(w, http.StatusServiceUnavailable, "", "could not store the event; retry with the same id")
 		return

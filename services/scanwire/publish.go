@@ -139,7 +139,7 @@ func checkCallback(ctx context.Context, policy *egress.Policy, e *event.Event) e
 func readData(v string, r io.Reader) ([]byte, error) {
 	switch {
 	case v == "-":
-		return io.ReadAll(io.LimitReader(r, events.MaxDataSize+1))
+		return io.ReadAll(io.LimitReader(r, 4*events.MaxEventSize)) // enough to say how far over the limit it is
 	case strings.HasPrefix(v, "@"):
 		b, err := os.ReadFile(v[1:])
 		if errors.Is(err, os.ErrNotExist) {
