@@ -137,3 +137,39 @@ func TestPoisonFloodDoesNotStarveOtherTenants(t *testing.T) {
 		return err == nil && s.CachedInfo().State.Msgs == flood
 	})
 }
+
+// POST /v1/events gives a permanent answer for an event too large, never
+// 503 "retry with the same id": an extension larger than NATS headers
+// take is stored (in structured mode) and delivered whole; one that puts
+// the event over the limit is 413 naming the limit.
+func TestAPIEventSizeAnswers(t *testing.T) {
+	t.Parallel()
+	p := startPipeline(t, "", withGateway())
+	r := newReceiver(t, nil)
+	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"}})
+	acme := p.api(t, acmeKey)
+	post := func(id string, extension int) (int, apiErrorBody) {
+		var out apiErrorBody
+		code := acme.do("POST", "/v1/events", `{"scan_id":"s1","target":"t"}`, &out,
+			"Content-Type", "application/json", "Ce-Specversion", "1.0", "Ce-Id", id, "Ce-Source", testSource,
+			"Ce-Type", "scan.started", "Ce-Subject", "s1", "Ce-Tenant", "acme", "Ce-Notes", strings.Repeat("&", extension))
+		return code, out
+	}
+	if code, out := post("big-ext", 100<<10); code != 202 {
+		t.Fatalf("an event with a 100 KiB extension: %d %s, want 202", code, out.Error)
+	}
+	eventually(t, 10*time.Second, func() bool { return r.count() == 1 })
+	if body := string(r.requests()[0].Body); !strings.Contains(body, `"notes":"`+strings.Repeat("&", 100<<10)+`"`) {
+		t.Errorf("the delivered event does not carry the 100 KiB extension as sent (%d bytes)", len(body))
+	}
+	code, out := post("too-big", events.MaxEventSize)
+	if code != 413 || out.Field != "event" || !strings.Contains(out.Error, "the limit is 262144 bytes") {
+		t.Errorf("an event over the limit: %d %+v, want 413 naming the limit", code, out)
+	}
+}
+
+// apiErrorBody is the gateway's error answer.
+type apiErrorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field"`
+}
