@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/services/delivery"
 )
 
 // BenchmarkPipeline pushes b.N events through publish, fan-out, delivery
@@ -113,6 +117,124 @@ func BenchmarkIsolation(b *testing.B) {
 			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// BenchmarkHungEndpoints reports healthy tenant B's latency at 200 events/s
+// alone and while tenant A's four endpoints (four hosts and ports) hang
+// with 2,000 of A's jobs queued (500 events, one job per endpoint), at the
+// default 256 workers: the fairness rules (tenant share, slow budget,
+// scheduled deferrals) at work. Beside B's p50/p99 it reports A's requests
+// in flight at most (its share is 128, the slow budget 64), A's requests
+// in all, the jobs deferred by reason, the peak of the delivery consumer's
+// ack-pending set, and how many messages a second DELIVERIES stored beyond
+// B's jobs (A's deferred copies and retries, and their schedules falling
+// due: the write cost of A's backlog).
+//
+//	go test ./tests -run '^$' -bench HungEndpoints -benchtime 2000x
+func BenchmarkHungEndpoints(b *testing.B) {
+	for _, withA := range []bool{false, true} {
+		b.Run(fmt.Sprintf("hung-tenant=%v", withA), func(b *testing.B) {
+			p := startPipeline(b, "")
+			rec := newLatencyReceiver(b)
+			id := p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID
+			var hung *hungEndpoints
+			if withA {
+				hung = newHungEndpoints(b, 4)
+				for _, s := range hung.servers {
+					p.subscribe(b, subscriptions.Subscription{Tenant: "hung", URL: s.URL, Events: []string{"scan.started"}})
+				}
+				var queued []*nats.Msg
+				for i := range 500 {
+					scan := fmt.Sprintf("a%d", i)
+					queued = append(queued, eventMsg(b, "hung", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "t"}))
+				}
+				publishBurst(b, p.JS, queued)
+				// Every job of A queued (its 2,000 are DELIVERIES' first
+				// messages), and A's endpoints hanging.
+				eventually(b, 30*time.Second, func() bool { return deliveriesLastSeq(b, p) >= 2000 })
+				eventually(b, 30*time.Second, func() bool { inFlight, _, _, _ := hung.stats(); return inFlight >= 64 })
+			}
+			evs := benchEvents(b, rec, []string{id}, b.N)
+			firstSeq := deliveriesLastSeq(b, p)
+			var peakAckPending int
+			stopSampling := make(chan struct{})
+			sampled := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				for {
+					select {
+					case <-stopSampling:
+						return
+					case <-time.After(100 * time.Millisecond):
+						c, err := p.JS.Consumer(context.Background(), natsx.StreamDeliveries, delivery.ConsumerName(delivery.Config{}))
+						if err != nil {
+							continue
+						}
+						if info, err := c.Info(context.Background()); err == nil {
+							peakAckPending = max(peakAckPending, info.NumAckPending)
+						}
+					}
+				}
+			}()
+			b.ResetTimer()
+			start := time.Now()
+			publishAll(b, p.JS, evs, rec.sent, 5*time.Millisecond)
+			rec.wait(b)
+			elapsed := time.Since(start)
+			b.StopTimer()
+			close(stopSampling)
+			<-sampled
+			stored := deliveriesLastSeq(b, p) - firstSeq
+
+			p50, p99 := rec.percentiles()
+			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(peakAckPending), "ack-pending-peak")
+			b.ReportMetric((float64(stored)-float64(b.N))/elapsed.Seconds(), "extra-stores/s")
+			if withA {
+				_, peak, requests, _ := hung.stats()
+				b.ReportMetric(float64(peak), "a-inflight-peak")
+				b.ReportMetric(float64(requests), "a-requests")
+				deferred := deferrals(b, p)
+				for _, reason := range []string{"endpoint_slow", "tenant_share", "endpoint_congested"} {
+					b.ReportMetric(deferred[reason], "deferred-"+reason)
+				}
+			}
+		})
+	}
+}
+
+// deliveriesLastSeq is the last sequence DELIVERIES has stored: every job,
+// retry, deferred copy and schedule falling due takes one.
+func deliveriesLastSeq(b *testing.B, p *pipeline) uint64 {
+	b.Helper()
+	s, err := p.JS.Stream(context.Background(), natsx.StreamDeliveries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// deferrals reads scanwire_deliveries_deferred_total by reason from the
+// pipeline's metrics.
+func deferrals(b *testing.B, p *pipeline) map[string]float64 {
+	b.Helper()
+	rr := httptest.NewRecorder()
+	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	out := map[string]float64{}
+	for _, line := range strings.Split(rr.Body.String(), "\n") {
+		rest, ok := strings.CutPrefix(line, `scanwire_deliveries_deferred_total{reason="`)
+		if !ok {
+			continue
+		}
+		reason, value, _ := strings.Cut(rest, `"} `)
+		out[reason], _ = strconv.ParseFloat(value, 64)
+	}
+	return out
 }
 
 // benchEvents builds n finding events (100 scans, distinct types, so the

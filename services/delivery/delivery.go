@@ -6,8 +6,11 @@
 // (retry.go). The consume loop in natsx settles every job from the
 // outcome handle returns; nothing here acks, naks or terms.
 //
-// Beside this file: http.go sends one attempt, endpoints.go keeps a slow
-// endpoint from taking the workers, health.go disables subscriptions whose
+// Beside this file: http.go sends one attempt; endpoints.go decides which
+// jobs may take a worker (a tenant's share, a budget for slow endpoints, a
+// cap per host), slow.go remembers slow endpoints, and deferral.go hands
+// the refused jobs back for later, so that no tenant and no set of hung
+// endpoints can take the workers; health.go disables subscriptions whose
 // endpoint is gone or keeps failing and prunes expired secrets.
 package delivery
 
@@ -17,14 +20,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/attempts"
@@ -52,26 +57,52 @@ type Config struct {
 	MaxResponseBody int64
 	// UserAgent is sent with profiles that do not name their own.
 	UserAgent string
-	// PerEndpoint caps the requests in flight to one host, so that a slow
-	// or dead endpoint holds at most this many workers.
+	// TenantShare caps the requests in flight to all the endpoints of one
+	// tenant (the subscription's owner) together, however many hosts and
+	// ports it points at (default Workers/2).
+	TenantShare int
+	// SlowBudget caps the requests in flight to slow endpoints, all
+	// tenants together (default Workers/4); one tenant's slow endpoints
+	// hold at most half of it. An endpoint is slow while a request to it
+	// has been in flight longer than SlowAfter, or when its last attempt
+	// took that long or timed out.
+	SlowBudget int
+	// SlowAfter is how long a request may take before its endpoint counts
+	// as slow (default 1s).
+	SlowAfter time.Duration
+	// PerEndpoint caps the requests in flight to one host:port (default
+	// Workers/4): a third guard beside the tenant share and the slow
+	// budget.
 	PerEndpoint int
-	// SlotWait is how long a worker waits for a busy (not stuck) endpoint
-	// to have room before it defers the job (see endpoints). A stuck
-	// endpoint's jobs are deferred at once.
+	// SlotWait is how long a worker waits for room under the tenant share
+	// or the per-endpoint cap while its requests keep finishing, before it
+	// defers the job (see gate). A job for a slow or stuck endpoint or
+	// tenant is deferred at once.
 	SlotWait time.Duration
-	// DeferDelay is how long a deferred job (its endpoint stuck, or still
-	// full after SlotWait) waits before it is tried again, plus up to as
-	// much jitter.
+	// DeferDelay is how long a deferred job waits at least (default 1s):
+	// a slow endpoint's job waits as long as its endpoint has been slow,
+	// from DeferDelay up to DeferMax, any other DeferDelay, plus up to half
+	// again of jitter.
 	DeferDelay time.Duration
-	// MaxAckPending bounds the jobs handed out and not yet finished,
-	// deferred ones included.
+	// DeferMax caps the growing delay of a slow endpoint's deferred jobs
+	// (default 30s).
+	DeferMax time.Duration
+	// MaxAckPending bounds the jobs handed out and not yet finished. Jobs
+	// deferred with a nak count (at most MaxNaked of them); scheduled ones
+	// and waiting retries do not.
 	MaxAckPending int
+	// MaxNaked bounds the deferred jobs handed back with a nak and not yet
+	// due (default MaxAckPending/4); beyond it a deferred job is stored as
+	// a scheduled message instead (see deferJob).
+	MaxNaked int
 	// AutoDisableAfter disables a subscription whose deliveries have kept
 	// failing this long.
 	AutoDisableAfter time.Duration
 }
 
-func (c Config) withDefaults() Config {
+// Defaults returns c with every zero field set to its default, and the
+// shares bounded by the workers.
+func (c Config) Defaults() Config {
 	if c.Consumer == "" {
 		c.Consumer = "delivery"
 	}
@@ -90,14 +121,33 @@ func (c Config) withDefaults() Config {
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = max(1, c.Workers/4)
 	}
+	if c.TenantShare <= 0 {
+		c.TenantShare = max(1, c.Workers/2)
+	}
+	if c.SlowBudget <= 0 {
+		c.SlowBudget = max(1, c.Workers/4)
+	}
+	c.PerEndpoint = min(c.PerEndpoint, c.Workers)
+	c.TenantShare = min(c.TenantShare, c.Workers)
+	c.SlowBudget = min(c.SlowBudget, c.Workers)
+	if c.SlowAfter <= 0 {
+		c.SlowAfter = time.Second
+	}
 	if c.SlotWait <= 0 {
 		c.SlotWait = 2 * time.Second
 	}
 	if c.DeferDelay <= 0 {
 		c.DeferDelay = time.Second
 	}
+	if c.DeferMax <= 0 {
+		c.DeferMax = 30 * time.Second
+	}
+	c.DeferMax = max(c.DeferMax, c.DeferDelay)
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 20_000
+	}
+	if c.MaxNaked <= 0 {
+		c.MaxNaked = max(1, c.MaxAckPending/4)
 	}
 	if c.AutoDisableAfter <= 0 {
 		c.AutoDisableAfter = 5 * 24 * time.Hour
@@ -106,21 +156,27 @@ func (c Config) withDefaults() Config {
 }
 
 // ConsumerName is the durable consumer a delivery service with cfg uses.
-func ConsumerName(cfg Config) string { return cfg.withDefaults().Consumer }
+func ConsumerName(cfg Config) string { return cfg.Defaults().Consumer }
 
 // Delivery is the delivery service.
 type Delivery struct {
-	js        jetstream.JetStream
-	subs      *subscriptions.Cache
-	store     *subscriptions.Store
-	tenants   *tenants.Store
-	client    *http.Client
-	attempts  *attempts.Log
-	endpoints *endpoints
-	health    *health
-	tel       *telemetry.Telemetry
-	log       *slog.Logger
-	cfg       Config
+	js       jetstream.JetStream
+	subs     *subscriptions.Cache
+	store    *subscriptions.Store
+	tenants  *tenants.Store
+	client   *http.Client
+	attempts *attempts.Log
+	gate     *gate
+	health   *health
+	tel      *telemetry.Telemetry
+	// deferred counts the jobs deferred, by reason.
+	deferred metric.Int64Counter
+	// naked and scheduled count the deferred jobs handed back with a nak,
+	// and stored as scheduled messages, whose delay has not run out (see
+	// deferJob).
+	naked, scheduled atomic.Int64
+	log              *slog.Logger
+	cfg              Config
 }
 
 // Deps are what delivery works with.
@@ -140,11 +196,17 @@ type Deps struct {
 
 // New returns a delivery service.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
-	cfg = cfg.withDefaults()
+	cfg = cfg.Defaults()
 	log = log.With("service", "delivery")
+	deferred, err := d.Telemetry.Meter().Int64Counter("scanwire.deliveries.deferred",
+		metric.WithDescription("jobs deferred without an attempt, by reason (endpoint_slow, tenant_share, endpoint_congested)"))
+	if err != nil {
+		log.Error("deferral counter unavailable", "err", err)
+		deferred = noop.Int64Counter{}
+	}
 	return &Delivery{js: js, subs: d.Subs, store: d.Store, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
-		endpoints: newEndpoints(cfg.PerEndpoint), health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log},
-		log: log, cfg: cfg}
+		gate:   newGate(gateLimits{perEndpoint: cfg.PerEndpoint, share: cfg.TenantShare, slowBudget: cfg.SlowBudget, slowAfter: cfg.SlowAfter}, log),
+		health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log}, deferred: deferred, log: log, cfg: cfg}
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
@@ -176,7 +238,9 @@ func (d *Delivery) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	d.log.Info("delivery started", "consumer", d.cfg.Consumer, "workers", d.cfg.Workers, "timeout", d.cfg.Timeout)
+	d.log.Info("delivery started", "consumer", d.cfg.Consumer, "workers", d.cfg.Workers, "timeout", d.cfg.Timeout,
+		"tenant_share", d.cfg.TenantShare, "slow_budget", d.cfg.SlowBudget, "slow_after", d.cfg.SlowAfter, "per_endpoint", d.cfg.PerEndpoint,
+		"max_naked", d.cfg.MaxNaked)
 	err = natsx.Consume(ctx, cons, d.handle, natsx.Options{Workers: d.cfg.Workers, JS: d.js, Log: d.log, Settled: d.settled})
 	d.log.Info("delivery stopped")
 	return err
@@ -209,15 +273,18 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 		return out
 	}
 	d.health.pruneSecrets(ctx, sub)
-	release, ok := d.endpoints.acquire(ctx, sub.URL, d.cfg.SlotWait)
-	if !ok {
-		// The endpoint is stuck, or still full after SlotWait: this job
-		// waits outside the workers, so the endpoint cannot take them all.
-		span.SetAttributes(attribute.Bool("scanwire.deferred", true))
-		return natsx.DeferFor(d.cfg.DeferDelay+time.Duration(rand.Int64N(int64(d.cfg.DeferDelay))), deferCongested)
+	s, refused := d.gate.acquire(ctx, job.Tenant, sub.URL, d.cfg.SlotWait)
+	if s == nil {
+		// The endpoint is slow or stuck, or the tenant holds its share:
+		// this job waits outside the workers, so that neither can take
+		// them all.
+		span.SetAttributes(attribute.String("scanwire.deferred", refused.reason.String()))
+		d.log.DebugContext(ctx, "deferred", "webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant,
+			"reason", refused.reason.String(), "endpoint_slow_for", refused.slowFor)
+		return d.deferJob(msg, meta, job, refused)
 	}
 	res := d.attempt(ctx, sub, job)
-	release()
+	s.release(res.timedOut || res.latency >= d.cfg.SlowAfter)
 	span.SetAttributes(attribute.Int("http.response.status_code", res.status), attribute.String("server.address", host(sub.URL)))
 	if !res.ok() {
 		span.SetStatus(codes.Error, res.describe())

@@ -64,7 +64,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	fx.tel = tel
-	fx.client = NewHTTPClient(cfg.withDefaults().Timeout, fx.policy.DialContext, tel.TracerProvider())
+	fx.client = NewHTTPClient(cfg.Defaults().Timeout, fx.policy.DialContext, tel.TracerProvider())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -630,7 +630,7 @@ func TestCongestedEndpointDefers(t *testing.T) {
 		go func() { hung <- fx.d.handle(ctx, m) }()
 	}
 	natsxtest.Eventually(t, "both slots to be held by the hung receiver", func() bool { return rc.hanging() == 2 })
-	if n := fx.d.endpoints.size(); n != 1 {
+	if n := fx.d.gate.state().hosts; n != 1 {
 		t.Errorf("%d endpoint entries while one host is busy, want 1", n)
 	}
 
@@ -646,7 +646,7 @@ func TestCongestedEndpointDefers(t *testing.T) {
 	if n := len(rc.requests()); n != 2 {
 		t.Errorf("receiver got %d requests, want 2: a deferred job is not attempted", n)
 	}
-	if n := fx.d.endpoints.size(); n != 1 {
+	if n := fx.d.gate.state().hosts; n != 1 {
 		t.Errorf("%d endpoint entries after the deferral, want still 1 (two workers hold it)", n)
 	}
 
@@ -661,7 +661,10 @@ func TestCongestedEndpointDefers(t *testing.T) {
 			t.Fatal("released attempts did not end in 10s")
 		}
 	}
-	natsxtest.Eventually(t, "the endpoint entry to go", func() bool { return fx.d.endpoints.size() == 0 })
+	natsxtest.Eventually(t, "the endpoint and tenant entries to go", func() bool {
+		st := fx.d.gate.state()
+		return st.hosts == 0 && st.tenants == 0
+	})
 }
 
 // An attempt ends by the handler's deadline (derived from AckWait in the

@@ -2,115 +2,378 @@ package delivery
 
 import (
 	"context"
+	"log/slog"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// stuckAfter is how long an endpoint may go with every slot taken and no
-// request finishing before it counts as stuck. A healthy endpoint with all
-// its slots busy finishes one request every few milliseconds; one that
-// finishes none in a quarter second is hung or crawling.
+// stuckAfter is how long an endpoint (or a tenant) may go with requests in
+// flight and none finishing before it counts as stuck. A healthy endpoint
+// with all its slots busy finishes one request every few milliseconds; one
+// that finishes none in a quarter second is hung or crawling.
 const stuckAfter = 250 * time.Millisecond
 
-// endpoints caps the requests in flight per host, so that a slow or hung
-// endpoint holds at most its cap of workers.
+// gate decides which jobs may take a worker for a request, so that no
+// tenant and no set of slow endpoints can take all the workers. Three
+// limits apply to every request, checked in this order:
 //
-// A full endpoint whose requests keep finishing is merely busy: a worker
-// waits for its slot (up to SlotWait), as deferring would only add a
-// second of latency to a healthy endpoint's burst. A full endpoint where
-// nothing has finished for stuckAfter is stuck: its jobs are handed back
-// to JetStream at once, and the workers move on to other endpoints.
+//   - The slow budget. An endpoint is slow while a request to it has been
+//     in flight longer than SlowAfter, or when its last attempt took that
+//     long or timed out (remembered in slowMemory after its entry here is
+//     gone, so a hung host stays known as slow between jobs). Requests to
+//     slow endpoints hold at most SlowBudget workers in all, and those of
+//     one tenant at most half of that. A job for a slow endpoint never
+//     waits: over either bound it is refused at once.
+//   - The tenant share. All the endpoints of one tenant (the subscription's
+//     owner) hold at most TenantShare workers, however many hosts and ports
+//     it points at.
+//   - The per-endpoint cap. One host:port holds at most PerEndpoint.
 //
-// An endpoint's entry lives while some worker holds or waits for one of its
-// slots: the last to leave removes it, so hosts seen once do not pile up.
-type endpoints struct {
-	max   int
-	mu    sync.Mutex
-	hosts map[string]*endpoint
+// A job over the share or the cap waits for room (up to SlotWait) only
+// while the room is coming: the tenant's and the endpoint's requests keep
+// finishing, the endpoint is not slow, and no more than a quarter of the
+// share's worth of the tenant's jobs wait already. Otherwise it is refused
+// at once and the worker moves on; a refused job is deferred (deferral.go).
+//
+// A live entry (endpoint or tenant) exists while some worker holds or waits
+// for a request of it: the last to leave removes it, so hosts and tenants
+// seen once do not pile up. Only the slow memory outlives it, bounded.
+type gate struct {
+	perEndpoint int
+	share       int
+	slowBudget  int
+	// tenantSlow bounds the requests of one tenant to slow endpoints.
+	tenantSlow int
+	// tenantWaiters bounds the jobs of one tenant waiting for room.
+	tenantWaiters int
+	slowAfter     time.Duration
+	log           *slog.Logger
+
+	mu      sync.Mutex
+	hosts   map[string]*endpoint
+	tenants map[string]*tenantLoad
+	// slowInFlight counts the requests in flight to slow endpoints.
+	slowInFlight int
+	slow         *slowMemory
 }
 
+// endpoint is one host:port's live entry.
 type endpoint struct {
-	slots chan struct{}
-	// progress is when a request last finished (or the endpoint was first
-	// seen), in Unix nanoseconds.
-	progress atomic.Int64
-	// users counts the workers holding or waiting for a slot; guarded by
-	// endpoints.mu.
-	users int
+	host     string
+	inFlight int
+	// byTenant splits inFlight by tenant, so that a change of the
+	// endpoint's slowness moves each tenant's slow count.
+	byTenant map[*tenantLoad]int
+	// overdue counts the requests in flight longer than slowAfter.
+	overdue int
+	// lagging is set when the last attempt that ended was slow (or, for a
+	// new entry, when the slow memory knows the host).
+	lagging bool
+	// progress is when a request last finished, or the entry was made.
+	progress time.Time
+	users    int
+	waiting  int
+	// changed is closed (and replaced) when a request ends while a worker
+	// waits.
+	changed chan struct{}
 }
 
-func newEndpoints(max int) *endpoints { return &endpoints{max: max, hosts: map[string]*endpoint{}} }
+// slow says whether requests to ep count against the slow budget.
+func (ep *endpoint) slow() bool { return ep.overdue > 0 || ep.lagging }
 
-// acquire takes a slot for rawURL's host; release gives it back.
-func (e *endpoints) acquire(ctx context.Context, rawURL string, wait time.Duration) (release func(), ok bool) {
+// stuck says that ep has requests in flight and none has finished lately.
+func (ep *endpoint) stuck(now time.Time) bool {
+	return ep.inFlight > 0 && now.Sub(ep.progress) > stuckAfter
+}
+
+// tenantLoad is one tenant's live entry.
+type tenantLoad struct {
+	inFlight     int
+	slowInFlight int
+	progress     time.Time
+	users        int
+	waiting      int
+	changed      chan struct{}
+}
+
+func (t *tenantLoad) stuck(now time.Time) bool {
+	return t.inFlight > 0 && now.Sub(t.progress) > stuckAfter
+}
+
+// gateLimits are the gate's bounds, from Config.
+type gateLimits struct {
+	perEndpoint, share, slowBudget int
+	slowAfter                      time.Duration
+}
+
+func newGate(l gateLimits, log *slog.Logger) *gate {
+	return &gate{perEndpoint: max(1, l.perEndpoint), share: max(1, l.share), slowBudget: max(1, l.slowBudget),
+		tenantSlow: max(1, l.slowBudget/2), tenantWaiters: max(1, l.share/4), slowAfter: l.slowAfter, log: log,
+		hosts: map[string]*endpoint{}, tenants: map[string]*tenantLoad{}, slow: newSlowMemory(slowMemoryTTL, slowMemoryMax)}
+}
+
+// refusal says why a job may not make its request now.
+type refusal struct {
+	reason deferReason
+	// slow is set when the endpoint is slow; slowFor is how long it has
+	// been (the deferral grows with it).
+	slow    bool
+	slowFor time.Duration
+}
+
+// verdict is what the gate says of one job at one moment.
+type verdict int
+
+const (
+	admit verdict = iota
+	wait
+	refuse
+)
+
+// slot is one admitted request; release ends it.
+type slot struct {
+	g     *gate
+	t     *tenantLoad
+	ep    *endpoint
+	tname string
+	// overdue and done are guarded by g.mu.
+	overdue, done bool
+	timer         *time.Timer
+}
+
+// acquire asks for one request of tenant to rawURL's host. Admitted, it
+// returns a slot that must be released once the attempt ends. Refused, it
+// says why: at once for a slow or stuck endpoint or tenant, or after
+// waiting up to maxWait (or until ctx ends) for room that did not come.
+func (g *gate) acquire(ctx context.Context, tenant, rawURL string, maxWait time.Duration) (*slot, refusal) {
 	h := host(rawURL)
-	ep := e.enter(h)
-	release = func() {
-		ep.progress.Store(time.Now().UnixNano())
-		<-ep.slots
-		e.leave(h, ep)
+	g.mu.Lock()
+	t, ep := g.enter(tenant, h)
+	deadline := time.Now().Add(maxWait)
+	waiting := false
+	var tick *time.Ticker
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	for {
+		now := time.Now()
+		v, why := g.judge(t, ep, now, waiting)
+		if v == wait && (!now.Before(deadline) || ctx.Err() != nil) {
+			v = refuse
+		}
+		if waiting && v != wait {
+			waiting = false
+			t.waiting--
+			ep.waiting--
+		}
+		switch v {
+		case admit:
+			s := g.admit(t, ep, tenant, now)
+			g.mu.Unlock()
+			return s, refusal{}
+		case refuse:
+			r := refusal{reason: why, slow: ep.slow()}
+			if since, ok := g.slow.slowSince(h, now); ok && r.slow {
+				r.slowFor = now.Sub(since)
+			}
+			g.leave(tenant, t, ep)
+			g.mu.Unlock()
+			return nil, r
+		}
+		if !waiting {
+			waiting = true
+			t.waiting++
+			ep.waiting++
+		}
+		tc, ec := t.changed, ep.changed
+		g.mu.Unlock()
+		if tick == nil {
+			// Stuck is judged by the clock, not by an event: look again
+			// now and then.
+			tick = time.NewTicker(stuckAfter / 5)
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-tc:
+		case <-ec:
+		case <-tick.C:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+		g.mu.Lock()
 	}
-	if e.take(ctx, ep, wait) {
-		return release, true
-	}
-	e.leave(h, ep)
-	return nil, false
 }
 
-// enter registers a worker with h's entry, creating it if need be.
-func (e *endpoints) enter(h string) *endpoint {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ep := e.hosts[h]
+// judge applies the limits to one job (see gate). waiting says the job
+// waits already (it is counted in the tenant's waiters).
+func (g *gate) judge(t *tenantLoad, ep *endpoint, now time.Time, waiting bool) (verdict, deferReason) {
+	slow := ep.slow()
+	if slow && (g.slowInFlight >= g.slowBudget || t.slowInFlight >= g.tenantSlow) {
+		return refuse, deferSlow
+	}
+	why := deferReason("")
+	switch {
+	case t.inFlight >= g.share:
+		why = deferTenantShare
+		if slow || ep.stuck(now) || t.stuck(now) {
+			return refuse, why
+		}
+	case ep.inFlight >= g.perEndpoint:
+		why = deferCongested
+		if slow {
+			return refuse, deferSlow
+		}
+		if ep.stuck(now) {
+			return refuse, why
+		}
+	default:
+		return admit, ""
+	}
+	if !waiting && t.waiting >= g.tenantWaiters {
+		return refuse, why
+	}
+	return wait, why
+}
+
+// enter registers a worker with the tenant's and the host's entries,
+// making them if need be. A new endpoint entry starts slow if the slow
+// memory knows the host.
+func (g *gate) enter(tenant, h string) (*tenantLoad, *endpoint) {
+	now := time.Now()
+	t := g.tenants[tenant]
+	if t == nil {
+		t = &tenantLoad{progress: now, changed: make(chan struct{})}
+		g.tenants[tenant] = t
+	}
+	t.users++
+	ep := g.hosts[h]
 	if ep == nil {
-		ep = &endpoint{slots: make(chan struct{}, e.max)}
-		ep.progress.Store(time.Now().UnixNano())
-		e.hosts[h] = ep
+		_, known := g.slow.slowSince(h, now)
+		ep = &endpoint{host: h, byTenant: map[*tenantLoad]int{}, lagging: known, progress: now, changed: make(chan struct{})}
+		g.hosts[h] = ep
 	}
 	ep.users++
-	return ep
+	return t, ep
 }
 
-// leave unregisters a worker; the last one out removes the entry.
-func (e *endpoints) leave(h string, ep *endpoint) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// leave unregisters a worker; the last one out removes an entry.
+func (g *gate) leave(tenant string, t *tenantLoad, ep *endpoint) {
+	if t.users--; t.users == 0 {
+		delete(g.tenants, tenant)
+	}
 	if ep.users--; ep.users == 0 {
-		delete(e.hosts, h)
+		delete(g.hosts, ep.host)
 	}
 }
 
-// size is how many endpoints have an entry.
-func (e *endpoints) size() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.hosts)
+// admit counts a request in flight and arms its overdue timer.
+func (g *gate) admit(t *tenantLoad, ep *endpoint, tenant string, now time.Time) *slot {
+	s := &slot{g: g, t: t, ep: ep, tname: tenant}
+	t.inFlight++
+	g.change(ep, func() { ep.inFlight++; ep.byTenant[t]++ })
+	s.timer = time.AfterFunc(g.slowAfter, s.overdueNow)
+	return s
 }
 
-// take waits for one of ep's slots: at once if one is free, else while the
-// endpoint keeps making progress, giving up as soon as it looks stuck,
-// after wait, or when ctx ends.
-func (e *endpoints) take(ctx context.Context, ep *endpoint, wait time.Duration) bool {
-	select {
-	case ep.slots <- struct{}{}:
-		return true
-	default:
+// overdueNow runs when a request has been in flight for slowAfter: its
+// endpoint is slow from now on, for this request and the next ones.
+func (s *slot) overdueNow() {
+	g := s.g
+	g.mu.Lock()
+	if s.done {
+		g.mu.Unlock()
+		return
 	}
-	deadline := time.Now().Add(wait)
-	tick := time.NewTicker(stuckAfter / 5)
-	defer tick.Stop()
-	for time.Since(time.Unix(0, ep.progress.Load())) <= stuckAfter && time.Now().Before(deadline) {
-		select {
-		case ep.slots <- struct{}{}:
-			return true
-		case <-tick.C:
-		case <-ctx.Done():
-			return false
+	s.overdue = true
+	g.change(s.ep, func() { s.ep.overdue++ })
+	fresh := g.slow.mark(s.ep.host, time.Now())
+	g.mu.Unlock()
+	if fresh {
+		g.log.Warn("endpoint slow: a request has been in flight past the slow threshold; its jobs now share the slow budget",
+			"host", s.ep.host, "tenant", s.tname, "threshold", g.slowAfter)
+	}
+}
+
+// release ends the request; slow says the attempt took SlowAfter or more,
+// or timed out. A quick attempt clears the endpoint's slowness (unless
+// other requests to it are overdue).
+func (s *slot) release(slow bool) {
+	g := s.g
+	now := time.Now()
+	g.mu.Lock()
+	s.done = true
+	s.timer.Stop()
+	ep, t := s.ep, s.t
+	g.change(ep, func() {
+		ep.inFlight--
+		if ep.byTenant[t]--; ep.byTenant[t] == 0 {
+			delete(ep.byTenant, t)
 		}
+		if s.overdue {
+			ep.overdue--
+		}
+		ep.lagging = slow
+	})
+	t.inFlight--
+	ep.progress, t.progress = now, now
+	var fresh, recovered bool
+	switch {
+	case slow:
+		fresh = g.slow.mark(ep.host, now)
+	case ep.overdue == 0:
+		recovered = g.slow.forget(ep.host)
 	}
-	return false
+	if t.waiting > 0 {
+		close(t.changed)
+		t.changed = make(chan struct{})
+	}
+	if ep.waiting > 0 {
+		close(ep.changed)
+		ep.changed = make(chan struct{})
+	}
+	g.leave(s.tname, t, ep)
+	g.mu.Unlock()
+	switch {
+	case fresh:
+		g.log.Warn("endpoint slow: an attempt took past the slow threshold; its jobs now share the slow budget",
+			"host", ep.host, "tenant", s.tname, "threshold", g.slowAfter)
+	case recovered:
+		g.log.Info("endpoint no longer slow", "host", ep.host, "tenant", s.tname)
+	}
+}
+
+// change applies f to ep and keeps the slow counts (global and per
+// tenant) in step with whether ep is slow before and after. Called with
+// g.mu held.
+func (g *gate) change(ep *endpoint, f func()) {
+	g.countSlow(ep, -1)
+	f()
+	g.countSlow(ep, 1)
+}
+
+func (g *gate) countSlow(ep *endpoint, sign int) {
+	if !ep.slow() {
+		return
+	}
+	g.slowInFlight += sign * ep.inFlight
+	for t, n := range ep.byTenant {
+		t.slowInFlight += sign * n
+	}
+}
+
+// gateState is a snapshot of the gate, for tests.
+type gateState struct {
+	hosts, tenants, slowInFlight, remembered int
+}
+
+func (g *gate) state() gateState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return gateState{hosts: len(g.hosts), tenants: len(g.tenants), slowInFlight: g.slowInFlight, remembered: g.slow.len()}
 }
 
 // host is the host:port a URL points at.

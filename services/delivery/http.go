@@ -34,7 +34,7 @@ func NewHTTPClient(timeout time.Duration, dial func(ctx context.Context, network
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
 	if timeout <= 0 {
-		timeout = Config{}.withDefaults().Timeout
+		timeout = Config{}.Defaults().Timeout
 	}
 	return &http.Client{
 		Timeout: timeout,
@@ -59,6 +59,7 @@ type result struct {
 	body      []byte
 	latency   time.Duration
 	permanent bool // no retry can help
+	timedOut  bool // the attempt ran out of time
 	// retryAfter is the receiver's Retry-After on 429 or 503, clamped to
 	// [minRetryAfter, maxRetryAfter]; 0 when absent.
 	retryAfter time.Duration
@@ -148,6 +149,7 @@ func post(ctx context.Context, client *http.Client, target string, req profiles.
 			return result{err: err, latency: time.Since(start), permanent: true}
 		case errors.As(err, &te) && te.Timeout():
 			err = fmt.Errorf("timeout after %s: %w", timeout.Round(time.Millisecond), err)
+			return result{err: err, latency: time.Since(start), timedOut: true}
 		}
 		return result{err: err, latency: time.Since(start)}
 	}

@@ -97,22 +97,35 @@ func (d *Delivery) record(ctx context.Context, rec attempts.Attempt, outcome str
 func (d *Delivery) retryLater(msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job, attempt int, delay time.Duration, res result) natsx.Outcome {
 	next := *job
 	next.Attempt = attempt
-	m, err := next.Msg()
+	m, opts, err := scheduledCopy(msg, meta, &next, delay)
 	if err != nil {
 		return natsx.RetryAfter(delay, retryFailed, err, nil)
 	}
-	// The retry keeps the job's trace context: its attempt is a sibling of
-	// this one, in the same trace.
+	return natsx.RetryAfter(delay, retryFailed, res.err, m, opts...)
+}
+
+// scheduledCopy is job as a scheduled message due after delay: stored on
+// jobs.RetrySubject (outside the delivery consumer's filter) under the
+// number of attempts job has made, and moved by the server to the job's
+// deliveries. subject when its time comes. It keeps msg's trace context:
+// the next attempt is a sibling of this one, in the same trace.
+//
+// Its dedupe id is keyed on msg's stream sequence, not just the webhook id
+// and attempt: a replayed job lives its schedule again and its copies must
+// not be dropped as copies of its first life's, while a copy stored again
+// for the same msg (its ack was lost, and it came back) is dropped.
+func scheduledCopy(msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job, delay time.Duration) (*nats.Msg, []jetstream.PublishOpt, error) {
+	m, err := job.Msg()
+	if err != nil {
+		return nil, nil, err
+	}
 	telemetry.CopyTrace(msg.Headers(), m.Header)
 	target := m.Subject
-	m.Subject = jobs.RetrySubject(job.WebhookID, attempt)
-	// Keyed on this message, not just the webhook id and attempt: a
-	// replayed job lives its schedule again and its retries must not be
-	// dropped as copies of its first life's.
+	m.Subject = jobs.RetrySubject(job.WebhookID, job.Attempt)
 	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s.%d", m.Subject, meta.Sequence.Stream))
 	// Schedules have one-second resolution: round up, never early.
 	at := time.Now().Add(delay + time.Second - 1).Truncate(time.Second)
-	return natsx.RetryAfter(delay, retryFailed, res.err, m, jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(target))
+	return m, []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(target)}, nil
 }
 
 // deadLetter gives up on a job: the consume loop stores dl in the DLQ and
@@ -131,9 +144,15 @@ func (d *Delivery) deadLetter(ctx context.Context, meta *jetstream.MsgMetadata, 
 }
 
 // settled counts what became of each job once the consume loop has
-// settled it.
+// settled it: dead letters and deferrals, by reason.
 func (d *Delivery) settled(ctx context.Context, _ jetstream.Msg, o natsx.Outcome, err error) {
-	if err == nil && o.Verdict() == natsx.Reject {
+	if err != nil {
+		return
+	}
+	if r, ok := o.Reason().(deferReason); ok {
+		d.deferred.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", r.String())))
+	}
+	if o.Verdict() == natsx.Reject {
 		d.tel.Metrics.DeadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", o.Reason().String())))
 	}
 }
@@ -144,7 +163,6 @@ type outcomeReason string
 
 const (
 	retryFailed        outcomeReason = "attempt_failed"              // the attempt failed; the next is scheduled
-	deferCongested     outcomeReason = "endpoint_congested"          // the endpoint is stuck; the job waits outside the workers
 	failMetadata       outcomeReason = "metadata_unreadable"         // the message has no JetStream metadata
 	failCallbackSecret outcomeReason = "callback_secret_unavailable" // the tenant's signing secret could not be read
 	failStore          outcomeReason = "store_unavailable"           // the subscription store could not be read

@@ -1,0 +1,90 @@
+package delivery
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/natsx"
+)
+
+// deferReason names why a job was deferred (not attempted) by the gate;
+// the label is the reason attribute of scanwire.deliveries.deferred and of
+// the logs.
+type deferReason string
+
+const (
+	// deferSlow: the job's endpoint is slow and the slow budget (all
+	// tenants', or the job's tenant's half of it) is spent, or the slow
+	// endpoint is at its cap.
+	deferSlow deferReason = "endpoint_slow"
+	// deferTenantShare: the job's tenant holds its share of the workers and
+	// its requests are not finishing (or enough of its jobs wait already).
+	deferTenantShare deferReason = "tenant_share"
+	// deferCongested: the job's endpoint is at its cap and stuck (or still
+	// full after SlotWait).
+	deferCongested deferReason = "endpoint_congested"
+)
+
+func (r deferReason) String() string { return string(r) }
+
+// scheduledDeferralRate bounds how many deferred jobs stored as scheduled
+// messages fall due a second, per delivery process (see deferJob): about
+// 400 synchronous writes a second at most, a fifth of what a disk that
+// fsyncs every write in half a millisecond can do.
+const scheduledDeferralRate = 100
+
+// deferJob hands a job the gate refused back for later, without spending
+// an attempt. It waits as long as its endpoint has been slow (DeferDelay
+// up to DeferMax, plus up to half again of jitter; DeferDelay and a little
+// for a job refused for a passing reason), so each wave of a hung
+// endpoint's backlog comes back about twice as late as the one before. It
+// is handed back in one of two ways:
+//
+//   - Naked with that delay, while fewer than MaxNaked deferred jobs are
+//     out: no message is written (the consumer's state is written at most
+//     ten times a second whatever the naks), so deferring a backlog costs
+//     the disk nothing, and the jobs refused again when they come back
+//     are refused at once. Naked jobs count against MaxAckPending, hence
+//     the bound, well under it.
+//   - Beyond that, stored again as a scheduled message (as a retry is,
+//     with the same attempt number) and acked: it waits in the stream, not
+//     in the consumer's ack-pending set, so however large a hostile
+//     backlog, it cannot fill MaxAckPending and stop the consumer handing
+//     out everyone's jobs. It comes back behind the jobs queued meanwhile.
+//     The price is about four synchronous writes per deferral (the copy,
+//     the original's removal, and when it falls due the job and the
+//     schedule's removal), so these jobs are spread out to fall due at
+//     most scheduledDeferralRate a second: the k-th one out waits at least
+//     k/scheduledDeferralRate seconds. However large the backlog, it costs
+//     about 4×scheduledDeferralRate writes a second once it has been
+//     stored.
+func (d *Delivery) deferJob(msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job, r refusal) natsx.Outcome {
+	delay := d.deferDelay(r)
+	if d.naked.Add(1) <= int64(d.cfg.MaxNaked) {
+		time.AfterFunc(delay, func() { d.naked.Add(-1) })
+		return natsx.DeferFor(delay, r.reason)
+	}
+	d.naked.Add(-1)
+	n := d.scheduled.Add(1)
+	delay = max(delay, time.Duration(n)*time.Second/scheduledDeferralRate)
+	time.AfterFunc(delay, func() { d.scheduled.Add(-1) })
+	m, opts, err := scheduledCopy(msg, meta, job, delay)
+	if err != nil {
+		return natsx.RetryAfter(delay, r.reason, err, nil)
+	}
+	return natsx.RetryAfter(delay, r.reason, nil, m, opts...)
+}
+
+// deferDelay is how long a refused job waits: as long as its endpoint has
+// been slow, between DeferDelay and DeferMax, plus up to half again of
+// jitter so that a backlog does not come back all at once.
+func (d *Delivery) deferDelay(r refusal) time.Duration {
+	base := d.cfg.DeferDelay
+	if r.slow {
+		base = min(max(r.slowFor, d.cfg.DeferDelay), d.cfg.DeferMax)
+	}
+	return base + time.Duration(rand.Int64N(int64(base)/2+1))
+}

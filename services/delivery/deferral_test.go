@@ -1,0 +1,195 @@
+package delivery
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+)
+
+// A job for a slow endpoint that finds the slow budget spent, when
+// MaxNaked deferred jobs are out already, is not attempted and not naked:
+// it is stored again as a scheduled message with the same attempt number
+// and its trace context, and acked, so it waits outside the consumer's
+// ack-pending set. It is counted by reason. When its time comes it is
+// delivered like any job, as attempt 1.
+func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{SlowBudget: 1, DeferDelay: time.Second, DeferMax: 2 * time.Second, MaxNaked: 1})
+	fx.d.naked.Store(1) // one deferred job is out naked already
+	rc := newReceiver(t, status(http.StatusOK))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	// The host is known slow, and another tenant's request to it holds the
+	// whole slow budget.
+	fx.d.gate.mu.Lock()
+	fx.d.gate.slow.mark(host(sub.URL), time.Now())
+	fx.d.gate.mu.Unlock()
+	held, r := fx.d.gate.acquire(t.Context(), "other", sub.URL, 0)
+	if held == nil {
+		t.Fatalf("the budget's one request refused (%s)", r.reason)
+	}
+	q := fx.queue(t, sub)
+
+	log := fx.consume(t)
+	s := log.wait(t, 1)[0]
+	if s.err != nil || s.outcome.Verdict() != natsx.Retry || s.outcome.Reason() != deferSlow {
+		t.Fatalf("outcome %s settled with %v, want retry (endpoint_slow) with a scheduled copy", s.outcome, s.err)
+	}
+	if n := len(rc.requests()); n != 0 {
+		t.Errorf("receiver got %d requests, want none: a deferred job is not attempted", n)
+	}
+	var left []*jetstream.RawStreamMsg
+	natsxtest.Eventually(t, "the job to be replaced by its scheduled copy", func() bool {
+		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")
+		return len(left) == 1
+	})
+	m := left[0]
+	if want := jobs.RetrySubject(q.job.WebhookID, 0); m.Subject != want {
+		t.Fatalf("DELIVERIES holds %s, want the deferred copy on %s", m.Subject, want)
+	}
+	copied, err := jobs.Decode(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if copied.Attempt != 0 || copied.WebhookID != q.job.WebhookID {
+		t.Errorf("deferred copy %+v, want job %s with attempt 0: no attempt was made", copied, q.job.WebhookID)
+	}
+	if got := m.Header.Get("traceparent"); got != q.tp {
+		t.Errorf("deferred traceparent %q, want the job's %q", got, q.tp)
+	}
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), jobs.Subject("acme", sub.ID); got != want {
+		t.Errorf("deferred copy scheduled to %q, want %q", got, want)
+	}
+	if !strings.HasPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ") {
+		t.Errorf("deferred copy schedule %q, want @at <time>", m.Header.Get(jetstream.ScheduleHeader))
+	}
+	if n := consumerAckPending(t, fx); n != 0 {
+		t.Errorf("%d jobs ack pending, want 0: a deferred job waits in the stream", n)
+	}
+	if got := scrape(t, fx); !strings.Contains(got, `scanwire_deliveries_deferred_total{reason="endpoint_slow"} 1`) {
+		t.Errorf("deferral not counted by reason; metrics:\n%s", got)
+	}
+
+	// The budget is free again and the host answered quickly: the copy,
+	// due within DeferMax and a half, is delivered as attempt 1.
+	held.release(false)
+	s = log.wait(t, 2)[1]
+	if s.err != nil || s.outcome.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s settled with %v, want done", s.outcome, s.err)
+	}
+	if reqs := rc.requests(); len(reqs) != 1 || reqs[0].Header.Get("Webhook-Id") != q.job.WebhookID {
+		t.Errorf("receiver got %d requests, want the job %s once", len(reqs), q.job.WebhookID)
+	}
+	if recs := fx.attemptsOf(t, sub); len(recs) != 1 || recs[0].Attempt != 1 {
+		t.Errorf("attempt records %+v, want one, attempt 1", recs)
+	}
+}
+
+// Deferred jobs are naked (no message written) up to MaxNaked of them at
+// once; beyond that they are stored as scheduled messages, so naked jobs
+// never fill MaxAckPending.
+func TestNakedDeferralsBounded(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{MaxNaked: 2, DeferDelay: time.Minute})
+	rc := newReceiver(t, status(http.StatusOK))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	for range 3 {
+		fx.queue(t, sub)
+	}
+	msgs := fx.fetch(t, 3)
+	var verdicts []natsx.Verdict
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := jobs.Decode(msg.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := fx.d.deferJob(msg, meta, job, refusal{reason: deferTenantShare})
+		if o.Reason() != deferTenantShare {
+			t.Errorf("outcome %s, want reason tenant_share", o)
+		}
+		verdicts = append(verdicts, o.Verdict())
+	}
+	if want := []natsx.Verdict{natsx.Defer, natsx.Defer, natsx.Retry}; !slices.Equal(verdicts, want) {
+		t.Errorf("verdicts %v, want %v: two naked (MaxNaked), then scheduled", verdicts, want)
+	}
+}
+
+// Scheduled deferrals are spread out to fall due at most
+// scheduledDeferralRate a second: with a thousand out already, the next
+// waits ten seconds at least, whatever its endpoint's own delay.
+func TestScheduledDeferralsSpreadOut(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, Config{MaxNaked: 1})
+	fx.d.naked.Store(1)
+	fx.d.scheduled.Store(999)
+	rc := newReceiver(t, status(http.StatusOK))
+	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
+	q := fx.queue(t, sub)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = natsx.Consume(ctx, fx.consumer(t), func(_ context.Context, msg jetstream.Msg) natsx.Outcome {
+			meta, _ := msg.Metadata()
+			job, _ := jobs.Decode(msg.Data())
+			return fx.d.deferJob(msg, meta, job, refusal{reason: deferSlow, slow: true, slowFor: time.Second})
+		}, natsx.Options{Workers: 1, JS: fx.js})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	var left []*jetstream.RawStreamMsg
+	natsxtest.Eventually(t, "the job to be replaced by its scheduled copy", func() bool {
+		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
+		return len(left) == 1
+	})
+	if want := jobs.RetrySubject(q.job.WebhookID, 0); left[0].Subject != want {
+		t.Errorf("scheduled copy on %s, want %s", left[0].Subject, want)
+	}
+	at, _ := strings.CutPrefix(left[0].Header.Get(jetstream.ScheduleHeader), "@at ")
+	due, err := time.Parse(time.RFC3339, at)
+	if err != nil {
+		t.Fatalf("schedule %q: %v", left[0].Header.Get(jetstream.ScheduleHeader), err)
+	}
+	if d := time.Until(due); d < 9*time.Second || d > 12*time.Second {
+		t.Errorf("due in %s, want about 10s: the thousandth scheduled deferral at 100 a second", d)
+	}
+}
+
+// consumerAckPending is the test consumer's count of jobs handed out and
+// not yet settled.
+func consumerAckPending(t *testing.T, fx *fixture) int {
+	t.Helper()
+	info, err := fx.consumer(t).Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumAckPending
+}
+
+// scrape reads the fixture's metrics as Prometheus would.
+func scrape(t *testing.T, fx *fixture) string {
+	t.Helper()
+	srv := httptest.NewServer(fx.tel.Handler)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
