@@ -16,6 +16,7 @@ type Metrics struct {
 	AttemptDuration  metric.Float64Histogram
 	RetriesScheduled metric.Int64Counter
 	DeadLetters      metric.Int64Counter
+	Deferred         metric.Int64Counter
 	LimitSuppressed  metric.Int64Counter
 }
 
@@ -35,6 +36,7 @@ func newMetrics(m metric.Meter) (*Metrics, error) {
 	x.Deliveries = counter("scanwire.deliveries", "delivery attempts by outcome (delivered, retry, dead-lettered) and profile")
 	x.RetriesScheduled = counter("scanwire.retries.scheduled", "retries scheduled after a failed attempt")
 	x.DeadLetters = counter("scanwire.dead_letters", "jobs dead-lettered, by reason (retries_exhausted, gone, egress_blocked, subscription_deleted, ...)")
+	x.Deferred = counter("scanwire.deliveries.deferred", "jobs deferred without an attempt, by reason (endpoint_slow, tenant_share, endpoint_congested)")
 	x.LimitSuppressed = counter("scanwire.limit.suppressed", "finding deliveries suppressed by per-scan limits, by subscription")
 	if err != nil {
 		return nil, err

@@ -28,8 +28,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scanwire/scanwire/internal/attempts"
@@ -170,7 +168,7 @@ type Delivery struct {
 	health   *health
 	tel      *telemetry.Telemetry
 	// deferred counts the jobs deferred, by reason.
-	deferred metric.Int64Counter
+	writes *natsx.Writes
 	// naked and scheduled count the deferred jobs handed back with a nak,
 	// and stored as scheduled messages, whose delay has not run out (see
 	// deferJob).
@@ -192,21 +190,18 @@ type Deps struct {
 	// Attempts records every attempt.
 	Attempts  *attempts.Log
 	Telemetry *telemetry.Telemetry
+	// Writes is told whether retries, deferrals and dead letters were
+	// stored (readiness).
+	Writes *natsx.Writes
 }
 
 // New returns a delivery service.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
 	cfg = cfg.Defaults()
 	log = log.With("service", "delivery")
-	deferred, err := d.Telemetry.Meter().Int64Counter("scanwire.deliveries.deferred",
-		metric.WithDescription("jobs deferred without an attempt, by reason (endpoint_slow, tenant_share, endpoint_congested)"))
-	if err != nil {
-		log.Error("deferral counter unavailable", "err", err)
-		deferred = noop.Int64Counter{}
-	}
 	return &Delivery{js: js, subs: d.Subs, store: d.Store, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
 		gate:   newGate(gateLimits{perEndpoint: cfg.PerEndpoint, share: cfg.TenantShare, slowBudget: cfg.SlowBudget, slowAfter: cfg.SlowAfter}, log),
-		health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log}, deferred: deferred, log: log, cfg: cfg}
+		health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log}, writes: d.Writes, log: log, cfg: cfg}
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
@@ -241,7 +236,7 @@ func (d *Delivery) Run(ctx context.Context) error {
 	d.log.Info("delivery started", "consumer", d.cfg.Consumer, "workers", d.cfg.Workers, "timeout", d.cfg.Timeout,
 		"tenant_share", d.cfg.TenantShare, "slow_budget", d.cfg.SlowBudget, "slow_after", d.cfg.SlowAfter, "per_endpoint", d.cfg.PerEndpoint,
 		"max_naked", d.cfg.MaxNaked)
-	err = natsx.Consume(ctx, cons, d.handle, natsx.Options{Workers: d.cfg.Workers, JS: d.js, Log: d.log, Settled: d.settled})
+	err = natsx.Consume(ctx, cons, d.handle, natsx.Options{Workers: d.cfg.Workers, JS: d.js, Log: d.log, Settled: d.settled, Writes: d.writes})
 	d.log.Info("delivery stopped")
 	return err
 }

@@ -150,7 +150,7 @@ func (d *Delivery) settled(ctx context.Context, _ jetstream.Msg, o natsx.Outcome
 		return
 	}
 	if r, ok := o.Reason().(deferReason); ok {
-		d.deferred.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", r.String())))
+		d.tel.Metrics.Deferred.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", r.String())))
 	}
 	if o.Verdict() == natsx.Reject {
 		d.tel.Metrics.DeadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", o.Reason().String())))
