@@ -82,6 +82,10 @@ func TestBadInputIsRejectedWithReason(t *testing.T) {
 		{"payload over the limit", binaryMsg(subj, validAttrs("e12"),
 			`{"scan_id":"s1","target":"t","finding_id":"f1","type":"xss","title":"XSS","cvss_score":7,"evidence":"`+strings.Repeat("A", events.MaxEventSize)+`"}`),
 			"the limit is 262144 bytes"},
+		{"a repeated key", binaryMsg(subj, validAttrs("e14"),
+			`{"scan_id":"s1","target":"t","finding_id":"f1","type":"xss","title":"XSS","cvss_score":9.8,"cvss_score":6.1}`), `"cvss_score"`},
+		{"data that is not UTF-8", binaryMsg(subj, validAttrs("e15"),
+			"{\"scan_id\":\"s1\",\"target\":\"t\",\"finding_id\":\"f1\",\"type\":\"xss\",\"title\":\"X\xffS\",\"cvss_score\":7}"), "UTF-8"},
 		{"not a CloudEvent", binaryMsg(subj, map[string]string{"content-type": "text/plain"}, "hello"), "not a CloudEvent"},
 		{"bad structured event", binaryMsg(subj, map[string]string{"content-type": "application/cloudevents+json"}, `{"specversion":"1.0",`), "not a valid CloudEvent"},
 	}
