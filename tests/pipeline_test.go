@@ -426,10 +426,15 @@ func verifyStandardWebhook(secret string, h http.Header, body []byte) error {
 // testResolver stands in for DNS, which this sandbox does not have: every
 // *.example.com name is a public address, internal.example.net is a
 // private one, *.slow.example.org answers only when asked to give up (a
-// tenant's hung name server), anything else does not resolve.
+// tenant's hung name server), a *.switch.example.net name resolves while a
+// test holds it in switchable (operator_test.go), anything else does not
+// resolve.
 type testResolver struct{}
 
 func (testResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := switchable.Load(host); ok && strings.HasSuffix(host, ".switch.example.net") {
+		return []netip.Addr{a.(netip.Addr)}, nil
+	}
 	switch {
 	case strings.HasSuffix(host, ".slow.example.org"):
 		<-ctx.Done()

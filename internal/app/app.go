@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -113,6 +114,9 @@ type App struct {
 	writes natsx.Writes
 	http   *http.Server
 	httpLn net.Listener
+	// announce answers clients that ask what egress policy this process
+	// applies (subscriptions.Announce).
+	announce micro.Service
 }
 
 // Start brings the process up: NATS, streams, caches, then the services.
@@ -146,6 +150,16 @@ func (a *App) start(ctx context.Context) error {
 	}
 	if err := a.observe(); err != nil {
 		return fmt.Errorf("metrics: %w", err)
+	}
+	if len(a.cfg.Services) > 0 {
+		// The CLI writes subscriptions by the policy the pipeline applies,
+		// which it learns here.
+		svc, err := subscriptions.Announce(a.NC, subscriptions.Announcement{
+			AllowPrivateTargets: a.cfg.AllowPrivateTargets, Services: a.cfg.Services}, delivery.Version)
+		if err != nil {
+			return err
+		}
+		a.announce = svc
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -222,7 +236,7 @@ func (a *App) openStores(ctx context.Context) error {
 	a.Store = subscriptions.NewStore(kv[natsx.BucketSubscriptions], a.Egress)
 	a.Subs = subscriptions.NewCache(kv[natsx.BucketSubscriptions], a.Egress, a.log)
 	a.Attempts = attempts.NewLog(a.JS, a.log)
-	a.DLQ = dlq.New(a.JS)
+	a.DLQ = dlq.New(a.JS, a.Store)
 	a.Limits = limits.New(kv[natsx.BucketLimits])
 	a.Tenants = tenants.NewStore(kv[natsx.BucketTenants])
 	a.TenantsC = tenants.NewCache(kv[natsx.BucketTenants], a.log)
@@ -235,13 +249,13 @@ func (a *App) openStores(ctx context.Context) error {
 func (a *App) startService(ctx, runCtx context.Context, name string) error {
 	switch name {
 	case ServiceFanout:
-		f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Tenants: a.TenantsC, Limits: a.Limits,
+		f := fanout.New(a.JS, fanout.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.TenantsC, Limits: a.Limits,
 			Callbacks: a.callbacks, Egress: a.Egress, Writes: &a.writes, Telemetry: a.Tel}, a.log, a.cfg.Fanout)
 		a.spawn(name, func() error { return f.Run(runCtx) })
 	case ServiceDelivery:
 		client := delivery.NewHTTPClient(a.cfg.Delivery.Timeout, a.Egress.DialContext, a.Tel.TracerProvider())
 		d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client,
-			Attempts: a.Attempts, Telemetry: a.Tel}, a.log, a.cfg.Delivery)
+			Attempts: a.Attempts, Telemetry: a.Tel, Writes: &a.writes}, a.log, a.cfg.Delivery)
 		a.spawn(name, func() error { return d.Run(runCtx) })
 	case ServiceGateway:
 		return a.startGateway()
@@ -321,6 +335,9 @@ func (a *App) ClientURL() string {
 // embedded server. It gives up waiting when ctx ends: whatever was not
 // acked by then is redelivered at the next start.
 func (a *App) Close(ctx context.Context) error {
+	if a.announce != nil {
+		_ = a.announce.Stop()
+	}
 	if a.cancel != nil {
 		a.cancel()
 	}

@@ -20,6 +20,9 @@ const (
 	// stream takes. Validation's size limit keeps this from happening; it
 	// is the backstop that keeps such an event from looping.
 	RejectTooLarge RejectReason = "too_large"
+	// RejectNoSubscription: a webhook.test event names a subscription of
+	// its tenant that does not exist.
+	RejectNoSubscription RejectReason = "subscription_not_found"
 )
 
 func (r RejectReason) String() string { return string(r) }

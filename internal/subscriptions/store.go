@@ -2,6 +2,7 @@ package subscriptions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/profiles"
@@ -35,37 +37,53 @@ type URLPolicy interface {
 type Store struct {
 	kv     jetstream.KeyValue
 	policy URLPolicy
-	// readPolicy judges documents read back: the policy itself in the
-	// services, nil in a CLI that does not know the server's
-	// --allow-private-targets and must not call its documents invalid.
-	readPolicy URLPolicy
 }
 
 // NewStore returns a store over the subscriptions bucket. Every URL written
-// must pass policy, and documents read back are held to its static checks.
+// must pass policy, and documents read back are held to its static checks,
+// so that what the store lists as valid is what a pipeline with this policy
+// serves. policy is the running pipeline's (egress.Policy): the services
+// pass their own, the CLI the one the pipeline announces
+// (AskPipeline). A nil policy judges documents by schema and meaning
+// alone: for a client that only reads or deletes, never for writes.
 func NewStore(kv jetstream.KeyValue, policy URLPolicy) *Store {
-	return &Store{kv: kv, policy: policy, readPolicy: policy}
-}
-
-// NewWritingStore is NewStore for a client that knows the policy only for
-// what it writes (the CLI): documents read back are judged by schema and
-// meaning alone.
-func NewWritingStore(kv jetstream.KeyValue, policy URLPolicy) *Store {
 	return &Store{kv: kv, policy: policy}
 }
 
 // validate checks a document about to be written: by meaning, then the URL
-// by the egress policy.
-func (st *Store) validate(ctx context.Context, s *Subscription) error {
+// by the egress policy. prevURL is the URL the stored document has ("" for
+// a new one). The host is resolved only when the URL is new or changed:
+// a write that leaves the URL as it was (disable, enable, a rotation, a
+// delivery's health record) must not fail because the name stopped
+// resolving, or auto-disable could never disable an endpoint whose name
+// was withdrawn. Such writes get the static checks, as reads do.
+func (st *Store) validate(ctx context.Context, s *Subscription, prevURL string) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if st.policy != nil {
-		if err := st.policy.CheckURL(ctx, s.URL); err != nil {
-			return &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
+	if st.policy == nil {
+		return nil
+	}
+	if err := st.policy.CheckURLStatic(s.URL); err != nil {
+		return urlError(err)
+	}
+	if prevURL != "" && s.URL == prevURL {
+		return nil
+	}
+	if err := st.policy.CheckURL(ctx, s.URL); err != nil {
+		if !errors.Is(err, egress.ErrBlocked) {
+			// The static checks passed: what failed is the lookup.
+			err = fmt.Errorf("%w (DNS may be the cause: the name is looked up when a subscription's URL is written, from the machine "+
+				"that writes it; if the name is right, it may not be published yet or not be visible from there)", err)
 		}
+		return urlError(err)
 	}
 	return nil
+}
+
+// urlError is a refusal of the url field.
+func urlError(err error) error {
+	return &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
 }
 
 // parse reads a stored document: schema, meaning, and the static part of
@@ -88,7 +106,7 @@ func checkStatic(policy URLPolicy, s *Subscription) error {
 		return nil
 	}
 	if err := policy.CheckURLStatic(s.URL); err != nil {
-		return &ValidationError{Fields: []*FieldError{{Field: "url", Message: err.Error()}}}
+		return urlError(err)
 	}
 	return nil
 }
@@ -118,7 +136,7 @@ func (st *Store) Create(ctx context.Context, s Subscription) (*Subscription, err
 	if s.Events == nil {
 		s.Events = []string{}
 	}
-	if err := st.validate(ctx, &s); err != nil {
+	if err := st.validate(ctx, &s, ""); err != nil {
 		return nil, err
 	}
 	doc, err := jsonx.Marshal(&s)
@@ -140,7 +158,7 @@ func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uin
 	if err != nil {
 		return nil, 0, fmt.Errorf("read subscription %s: %w", id, err)
 	}
-	s, err := parse(e.Value(), st.readPolicy)
+	s, err := parse(e.Value(), st.policy)
 	if err != nil {
 		return nil, e.Revision(), fmt.Errorf("stored subscription %s is invalid: %w", id, err)
 	}
@@ -150,11 +168,25 @@ func (st *Store) Get(ctx context.Context, tenant, id string) (*Subscription, uin
 // Update stores s if the stored revision is still revision; otherwise it
 // returns ErrConflict and changes nothing. It is for a user's edit, made
 // on what the user read: a concurrent edit is refused, never merged. The
-// changes scanwire makes itself go through Change.
+// changes scanwire makes itself go through Change. The URL's host is
+// resolved only when s changes the URL.
 func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*Subscription, error) {
 	s.Updated = time.Now().UTC().Truncate(time.Second)
 	s.Secrets = s.liveSecrets(s.Updated) // expired secrets leave the document
-	if err := st.validate(ctx, &s); err != nil {
+	prev, err := st.kv.Get(ctx, Key(s.Tenant, s.ID))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, fmt.Errorf("%s/%s: %w", s.Tenant, s.ID, ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("read subscription %s: %w", s.ID, err)
+	case prev.Revision() != revision:
+		return nil, ErrConflict
+	}
+	var stored struct {
+		URL string `json:"url"`
+	}
+	_ = json.Unmarshal(prev.Value(), &stored) // unreadable: "" resolves the URL, as for a new one
+	if err := st.validate(ctx, &s, stored.URL); err != nil {
 		return nil, err
 	}
 	doc, err := jsonx.Marshal(&s)
@@ -180,8 +212,9 @@ func (st *Store) Update(ctx context.Context, s Subscription, revision uint64) (*
 // edit is refused (ErrConflict) rather than merged.
 //
 // As in Update, expired secrets leave the document, Updated is set, and
-// the result is validated before it is written: an error from edit or from
-// validation writes nothing. A change that leaves the document as it was
+// the result is validated before it is written (its host resolved only
+// when edit changed the URL): an error from edit or from validation
+// writes nothing. A change that leaves the document as it was
 // writes nothing. A missing or deleted subscription is ErrNotFound. A
 // stored document that does not pass Parse is an error naming its key
 // (kvdoc.ErrCorrupt), one whose URL the store's static URL policy refuses
@@ -194,9 +227,10 @@ func (st *Store) Change(ctx context.Context, tenant, id string, edit func(*Subsc
 			return fmt.Errorf("%s/%s: %w", tenant, id, ErrNotFound)
 		}
 		s := &d.Subscription
-		if err := checkStatic(st.readPolicy, s); err != nil {
+		if err := checkStatic(st.policy, s); err != nil {
 			return fmt.Errorf("stored subscription %s is invalid: %w", id, err)
 		}
+		prevURL := s.URL
 		now := time.Now().UTC().Truncate(time.Second)
 		changed, err := kvdoc.Edited(s, func(s *Subscription) error {
 			s.Secrets = s.liveSecrets(now) // expired secrets leave the document
@@ -206,7 +240,7 @@ func (st *Store) Change(ctx context.Context, tenant, id string, edit func(*Subsc
 			return err // unchanged: kvdoc.Change writes nothing
 		}
 		s.Updated = now
-		return st.validate(ctx, s)
+		return st.validate(ctx, s, prevURL)
 	})
 	switch {
 	case errors.Is(err, kvdoc.ErrContention):
@@ -269,7 +303,7 @@ func (st *Store) List(ctx context.Context, tenant string) ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", k, err)
 		}
-		s, perr := parse(e.Value(), st.readPolicy)
+		s, perr := parse(e.Value(), st.policy)
 		out = append(out, Entry{Key: k, Revision: e.Revision(), Sub: s, Err: perr})
 	}
 	return out, nil

@@ -9,6 +9,7 @@ package fanout
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -70,6 +71,7 @@ func ConsumerName(cfg Config) string { return cfg.withDefaults().Consumer }
 type Fanout struct {
 	js        jetstream.JetStream
 	subs      *subscriptions.Cache
+	store     *subscriptions.Store
 	tenants   *tenants.Cache
 	limits    *limits.Limiter
 	callbacks *callbacks.Registry
@@ -83,7 +85,10 @@ type Fanout struct {
 
 // Deps are what fan-out works with.
 type Deps struct {
-	Subs      *subscriptions.Cache
+	Subs *subscriptions.Cache
+	// Store confirms what the cache lacks for a webhook.test event (the
+	// cache may lag the store). nil: the cache decides alone.
+	Store     *subscriptions.Store
 	Tenants   *tenants.Cache // partners
 	Limits    *limits.Limiter
 	Callbacks *callbacks.Registry
@@ -96,7 +101,7 @@ type Deps struct {
 
 // New returns a fan-out over js.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
-	return &Fanout{js: js, subs: d.Subs, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, lookups: make(chan struct{}, maxLookups), writes: d.Writes, tel: d.Telemetry,
+	return &Fanout{js: js, subs: d.Subs, store: d.Store, tenants: d.Tenants, limits: d.Limits, callbacks: d.Callbacks, egress: d.Egress, lookups: make(chan struct{}, maxLookups), writes: d.Writes, tel: d.Telemetry,
 		log: log.With("service", "fanout"), cfg: cfg.withDefaults()}
 }
 
@@ -155,6 +160,7 @@ const (
 	failCallbacks failure = "callbacks_unavailable"
 	failLimits    failure = "limits_unavailable"
 	failJobs      failure = "jobs_not_stored"
+	failStore     failure = "subscriptions_unavailable"
 )
 
 func (r failure) String() string { return string(r) }
@@ -180,7 +186,15 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 	if err := f.pairCallback(ctx, in); err != nil {
 		return f.fail(ctx, span, msg, failCallbacks, fmt.Errorf("callback of %s: %w", in.e.ID(), err))
 	}
-	subs, err := f.admit(ctx, f.match(in), in)
+	matched, reason, err := f.match(ctx, in)
+	switch {
+	case reason != "":
+		span.SetStatus(codes.Error, "rejected: "+reason.String())
+		return f.reject(ctx, msg, in.addr.Tenant, reason, err)
+	case err != nil:
+		return f.fail(ctx, span, msg, failStore, fmt.Errorf("match %s: %w", in.e.ID(), err))
+	}
+	subs, err := f.admit(ctx, matched, in)
 	if err != nil {
 		return f.fail(ctx, span, msg, failLimits, fmt.Errorf("limits of %s: %w", in.e.ID(), err))
 	}
@@ -287,14 +301,35 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 
 // match returns who gets the event. A webhook.test event goes to the one
 // subscription it names (asked for through the API or `scanwire subs
-// test`), whatever event types that subscription takes.
-func (f *Fanout) match(in *incoming) []*subscriptions.Subscription {
+// test`), whatever event types that subscription takes. A test is never
+// dropped unseen: when the cache lacks the subscription, the store
+// decides (the cache may lag it, a moment after a create); one that does
+// not exist rejects the event with that reason, and one stored but invalid
+// is queued anyway, for delivery to dead-letter with the document's
+// problem. A failure to read the store is an error with no reason.
+func (f *Fanout) match(ctx context.Context, in *incoming) ([]*subscriptions.Subscription, events.RejectReason, error) {
 	tenant, typ := in.addr.Tenant, in.e.Type()
 	if typ == events.TypeWebhookTest {
-		if s, ok := f.subs.Get(tenant, in.data.SubscriptionID); ok {
-			return []*subscriptions.Subscription{s}
+		id := in.data.SubscriptionID
+		if s, ok := f.subs.Get(tenant, id); ok {
+			return []*subscriptions.Subscription{s}, "", nil
 		}
-		return nil
+		if f.store == nil {
+			return nil, "", nil
+		}
+		if !events.ValidToken(id) { // not a key the store could look up
+			return nil, events.RejectNoSubscription, fmt.Errorf("webhook.test names no subscription (data.subscription_id %q)", id)
+		}
+		s, rev, err := f.store.Get(ctx, tenant, id)
+		switch {
+		case err == nil:
+			return []*subscriptions.Subscription{s}, "", nil
+		case errors.Is(err, subscriptions.ErrNotFound):
+			return nil, events.RejectNoSubscription, fmt.Errorf("webhook.test for subscription %q: tenant %s has no such subscription", id, tenant)
+		case rev != 0:
+			return []*subscriptions.Subscription{{ID: id, Tenant: tenant}}, "", nil
+		}
+		return nil, "", err
 	}
 	facts := subscriptions.Facts{Target: in.data.Target, ScanID: in.e.Subject()}
 	if in.data.CVSS != nil {
@@ -310,7 +345,7 @@ func (f *Fanout) match(in *incoming) []*subscriptions.Subscription {
 			}
 		}
 	}
-	return subs
+	return subs, "", nil
 }
 
 // pairCallback tells the callback registry of a scan's start (with a

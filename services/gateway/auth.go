@@ -19,7 +19,10 @@ type Keys struct {
 }
 
 // ParseKeys reads SCANWIRE_ADMIN_KEY and SCANWIRE_API_KEYS
-// ("tenant=key,tenant=key").
+// ("tenant=key,tenant=key"). Its errors name an entry by its position
+// and, once the entry has the form tenant=key, by its tenant: never a
+// character of a key, since a malformed entry ("acme:key") may be nothing
+// but the key, and the error is printed and logged.
 func ParseKeys(admin, tenants string) (Keys, error) {
 	k := Keys{Admin: admin, Tenants: map[string]string{}}
 	seen := map[string]bool{}
@@ -29,22 +32,26 @@ func ParseKeys(admin, tenants string) (Keys, error) {
 		}
 		seen[admin] = true
 	}
-	for _, pair := range strings.Split(tenants, ",") {
+	for i, pair := range strings.Split(tenants, ",") {
 		if pair = strings.TrimSpace(pair); pair == "" {
 			continue
 		}
+		entry := fmt.Sprintf("SCANWIRE_API_KEYS entry %d", i+1)
 		tenant, key, ok := strings.Cut(pair, "=")
 		if !ok || key == "" {
-			return k, fmt.Errorf("SCANWIRE_API_KEYS: %q must be tenant=key", tenant)
+			return k, fmt.Errorf("%s is not of the form tenant=key (entries are separated by commas; the entry is not shown, as it may hold a key)", entry)
 		}
-		if err := events.CheckToken("SCANWIRE_API_KEYS tenant", tenant); err != nil {
-			return k, err
+		if !events.ValidToken(tenant) {
+			return k, fmt.Errorf("%s: the tenant before '=' must be %s (the entry is not shown, as it may hold a key)", entry, tokenRule)
 		}
 		if len(key) < 16 {
-			return k, fmt.Errorf("SCANWIRE_API_KEYS: the key of tenant %s is shorter than 16 characters", tenant)
+			return k, fmt.Errorf("%s: the key of tenant %s is shorter than 16 characters", entry, tenant)
 		}
 		if seen[key] {
-			return k, fmt.Errorf("SCANWIRE_API_KEYS: the key of tenant %s is used twice; every key must be unique", tenant)
+			return k, fmt.Errorf("%s: the key of tenant %s is used twice; every key must be unique", entry, tenant)
+		}
+		if _, dup := k.Tenants[tenant]; dup {
+			return k, fmt.Errorf("%s: tenant %s has a key already; give each tenant one", entry, tenant)
 		}
 		seen[key] = true
 		k.Tenants[tenant] = key
@@ -89,7 +96,9 @@ func (k Keys) identify(presented string) (caller, bool) {
 type authedHandler func(w http.ResponseWriter, r *http.Request, c caller)
 
 // authed checks the bearer key. The admin names the tenant it acts for
-// with ?tenant= (handlers may also take it from the body).
+// with ?tenant= (handlers may also take it from the body). ?tenant= is
+// checked here for every handler: it becomes a subject token and a KV
+// key, where "*" would read every tenant's records.
 func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key, ok := bearer(r.Header.Get("Authorization"))
@@ -99,9 +108,13 @@ func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "", "missing or unknown API key: send Authorization: Bearer <key> (SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY)")
 			return
 		}
+		t, ok := queryToken(w, r, "tenant")
+		if !ok {
+			return
+		}
 		if c.admin {
-			c.tenant = r.URL.Query().Get("tenant")
-		} else if t := r.URL.Query().Get("tenant"); t != "" && t != c.tenant {
+			c.tenant = t
+		} else if t != "" && t != c.tenant {
 			writeError(w, http.StatusForbidden, "tenant", "this key acts for tenant "+c.tenant+" only")
 			return
 		}

@@ -1,7 +1,9 @@
 // Package gateway is scanwire's HTTP API: events in, subscriptions and
-// their test deliveries, the attempt log, the DLQ, per-scan stats, tenant
-// records and signing secrets, health, readiness and /metrics. Every /v1
-// call is authenticated and confined to the caller's tenant.
+// their test deliveries, the attempt log, the DLQ, rejected events,
+// per-scan stats, tenant records and signing secrets, health, readiness
+// and /metrics. Every /v1 call is authenticated and confined to the
+// caller's tenant, and every id it names is checked before it reaches
+// NATS (ids.go).
 package gateway
 
 import (
@@ -23,6 +25,7 @@ import (
 	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/rejected"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/internal/tenants"
@@ -52,6 +55,7 @@ type Gateway struct {
 	store    *subscriptions.Store
 	attempts *attempts.Log
 	dlq      *dlq.Store
+	rejected *rejected.Store
 	limits   *limits.Limiter
 	tenants  *tenants.Store
 	egress   *egress.Policy
@@ -87,7 +91,7 @@ func New(js jetstream.JetStream, d Deps, logger *slog.Logger, cfg Config) *Gatew
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = time.Minute
 	}
-	g := &Gateway{js: js, store: d.Store, attempts: d.Attempts, dlq: d.DLQ, limits: d.Limits, tenants: d.Tenants, egress: d.Egress, tel: d.Telemetry, writes: d.Writes,
+	g := &Gateway{js: js, store: d.Store, attempts: d.Attempts, dlq: d.DLQ, rejected: rejected.New(js), limits: d.Limits, tenants: d.Tenants, egress: d.Egress, tel: d.Telemetry, writes: d.Writes,
 		log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
 	if g.tel != nil {
 		g.mux.Handle("GET /metrics", g.tel.Handler)
@@ -111,6 +115,7 @@ func New(js jetstream.JetStream, d Deps, logger *slog.Logger, cfg Config) *Gatew
 	g.mux.HandleFunc("GET /v1/signing-secret", g.authed(g.signingSecret))
 	g.mux.HandleFunc("POST /v1/signing-secret/rotate", g.authed(g.rotateSigningSecret))
 	g.mux.HandleFunc("POST /v1/dlq/{id}/replay", g.authed(g.replayDLQ))
+	g.mux.HandleFunc("GET /v1/rejected", g.authed(g.listRejected))
 	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -161,20 +166,33 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "", "nats not connected")
 		return
 	}
+	// The answers name what is wrong in our words; NATS's own error text
+	// goes to the log only.
 	for _, name := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, natsx.StreamDLQ, natsx.StreamRejected, natsx.StreamAttempts} {
 		if _, err := g.js.Stream(ctx, name); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "", "stream "+name+": "+err.Error())
+			g.log.Warn("readyz: stream unreachable", "stream", name, "err", err)
+			msg := "stream " + name + " unreachable"
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				msg = "stream " + name + " does not exist"
+			}
+			writeError(w, http.StatusServiceUnavailable, "", msg)
 			return
 		}
 	}
 	if err := g.writes.Failing(g.cfg.StallAfter); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "", err.Error())
+		g.log.Warn("readyz: writes failing", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "", "the store refuses writes (NATS's error is in the log)")
 		return
 	}
 	for consumer, stream := range g.cfg.Consumers {
 		c, err := g.js.Consumer(ctx, stream, consumer)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "", "consumer "+consumer+" on "+stream+": "+err.Error())
+			g.log.Warn("readyz: consumer unreachable", "consumer", consumer, "stream", stream, "err", err)
+			msg := "consumer " + consumer + " on " + stream + " unreachable"
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				msg = "consumer " + consumer + " on " + stream + " is not bound"
+			}
+			writeError(w, http.StatusServiceUnavailable, "", msg)
 			return
 		}
 		if stalled := g.progress.check(stream+"/"+consumer, c.CachedInfo(), g.cfg.StallAfter); stalled != "" {
@@ -260,13 +278,17 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 // scanStats is GET /v1/scans/{scan_id}/stats: per subscription, how many
 // findings of the scan the limits admitted and suppressed, by type.
 func (g *Gateway) scanStats(w http.ResponseWriter, r *http.Request, c caller) {
+	scanID, ok := pathToken(w, r, "scan_id", "scan")
+	if !ok {
+		return
+	}
 	if c.tenant == "" {
 		writeError(w, http.StatusUnprocessableEntity, "tenant", "the admin key names the tenant with ?tenant=")
 		return
 	}
-	stats, err := g.limits.ScanStats(r.Context(), c.tenant, r.PathValue("scan_id"))
-	if errors.Is(err, limits.ErrBadID) {
-		writeError(w, http.StatusBadRequest, "scan_id", err.Error())
+	stats, err := g.limits.ScanStats(r.Context(), c.tenant, scanID)
+	if errors.Is(err, limits.ErrBadID) { // checked above; kept should the rules part
+		writeError(w, http.StatusNotFound, "", "scan not found")
 		return
 	}
 	if err != nil {
@@ -274,5 +296,5 @@ func (g *Gateway) scanStats(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, http.StatusServiceUnavailable, "", "limit records unavailable")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"scan_id": r.PathValue("scan_id"), "subscriptions": stats})
+	writeJSON(w, http.StatusOK, map[string]any{"scan_id": scanID, "subscriptions": stats})
 }

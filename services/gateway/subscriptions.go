@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/scanwire/scanwire/internal/attempts"
+	"github.com/scanwire/scanwire/internal/dlq"
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/testdelivery"
 )
@@ -35,11 +38,19 @@ func (g *Gateway) subscriptionError(w http.ResponseWriter, err error) {
 
 // owned resolves {id} for the caller: a tenant's key finds only its own
 // subscriptions (another tenant's is 404, not 403, so that ids cannot be
-// probed); the admin finds any.
+// probed); the admin finds any. An id that is not a subject token is
+// 404 before it reaches the store.
 func (g *Gateway) owned(w http.ResponseWriter, r *http.Request, c caller) (tenant, id string, ok bool) {
-	id = r.PathValue("id")
+	id, ok = pathToken(w, r, "id", "subscription")
+	if !ok {
+		return "", "", false
+	}
 	tenant = c.tenant
 	if c.admin && tenant == "" {
+		if !strings.HasPrefix(id, "sub_") { // TenantOf finds sub_<ULID> ids only
+			g.subscriptionError(w, subscriptions.ErrNotFound)
+			return "", "", false
+		}
 		t, err := g.store.TenantOf(r.Context(), id)
 		if err != nil {
 			g.subscriptionError(w, err)
@@ -79,7 +90,7 @@ func (g *Gateway) createSubscription(w http.ResponseWriter, r *http.Request, c c
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(body, &doc); err != nil {
-		writeError(w, http.StatusBadRequest, "", "body must be a JSON subscription document: "+err.Error())
+		writeError(w, http.StatusBadRequest, "", "body must be a JSON subscription document: "+jsonProblem(err))
 		return
 	}
 	bodyTenant, _ := doc["tenant"].(string)
@@ -203,7 +214,7 @@ func (g *Gateway) rotateSecret(w http.ResponseWriter, r *http.Request, c caller)
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "", `body is {"overlap": "24h", "secret": "..."}, both optional: `+err.Error())
+			writeError(w, http.StatusBadRequest, "", `body is {"overlap": "24h", "secret": "..."}, both optional: `+jsonProblem(err))
 			return
 		}
 	}
@@ -225,14 +236,31 @@ func (g *Gateway) rotateSecret(w http.ResponseWriter, r *http.Request, c caller)
 }
 
 // testSubscription sends a webhook.test event through the pipeline and
-// reports its first attempt.
+// reports its first attempt. A subscription that cannot be tested is
+// refused at once with the reason, and a test the pipeline gives up on
+// before any attempt is reported as soon as it is.
 func (g *Gateway) testSubscription(w http.ResponseWriter, r *http.Request, c caller) {
 	tenant, id, ok := g.owned(w, r, c)
 	if !ok {
 		return
 	}
-	res, err := testdelivery.Send(r.Context(), g.js, g.attempts, tenant, id, g.cfg.TestWait)
+	res, err := testdelivery.New(g.js, g.store, g.attempts).Send(r.Context(), tenant, id, g.cfg.TestWait)
+	var disabled *testdelivery.DisabledError
+	var invalid *testdelivery.InvalidError
+	var stopped *testdelivery.StoppedError
 	switch {
+	case errors.Is(err, subscriptions.ErrNotFound):
+		g.subscriptionError(w, err)
+	case errors.As(err, &disabled):
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "disabled_reason": disabled.Reason})
+	case errors.As(err, &invalid):
+		writeError(w, http.StatusUnprocessableEntity, "", err.Error())
+	case errors.As(err, &stopped):
+		out := map[string]any{"error": err.Error(), "code": stopped.Code, "event_id": res.EventID, "webhook_id": res.WebhookID}
+		if stopped.Stream == natsx.StreamDLQ {
+			out["dead_letter_id"] = stopped.Seq
+		}
+		writeJSON(w, stoppedStatus(stopped.Code), out)
 	case errors.Is(err, attempts.ErrNoAttempt):
 		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"error": "no attempt within " + g.cfg.TestWait.String() + "; the test delivery is queued and will still be made",
 			"event_id": res.EventID, "webhook_id": res.WebhookID})
@@ -242,6 +270,19 @@ func (g *Gateway) testSubscription(w http.ResponseWriter, r *http.Request, c cal
 	default:
 		writeJSON(w, http.StatusOK, res)
 	}
+}
+
+// stoppedStatus answers a test given up on before any attempt as the
+// refusal up front would have: 404 when the subscription was deleted
+// meanwhile, 409 when it was disabled, 422 for anything else about it.
+func stoppedStatus(code string) int {
+	switch code {
+	case dlq.ReasonSubscriptionDeleted.String(), events.RejectNoSubscription.String():
+		return http.StatusNotFound
+	case dlq.ReasonSubscriptionDisabled.String():
+		return http.StatusConflict
+	}
+	return http.StatusUnprocessableEntity
 }
 
 func (g *Gateway) listAttempts(w http.ResponseWriter, r *http.Request, c caller) {

@@ -34,6 +34,10 @@ func (g *Gateway) putTenant(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, http.StatusForbidden, "", "tenant records are managed with the admin key")
 		return
 	}
+	name, ok := pathToken(w, r, "tenant", "tenant")
+	if !ok {
+		return
+	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
@@ -44,10 +48,10 @@ func (g *Gateway) putTenant(w http.ResponseWriter, r *http.Request, c caller) {
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "", `body is {"partner": "<tenant>"} ("" for none): `+err.Error())
+		writeError(w, http.StatusBadRequest, "", `body is {"partner": "<tenant>"} ("" for none): `+jsonProblem(err))
 		return
 	}
-	t, err := g.tenants.Change(r.Context(), r.PathValue("tenant"), func(t *tenants.Tenant) error { t.Partner = req.Partner; return nil })
+	t, err := g.tenants.Change(r.Context(), name, func(t *tenants.Tenant) error { t.Partner = req.Partner; return nil })
 	if err != nil {
 		g.tenantError(w, err)
 		return
@@ -57,7 +61,10 @@ func (g *Gateway) putTenant(w http.ResponseWriter, r *http.Request, c caller) {
 
 // getTenant is GET /v1/tenants/{tenant}: the admin, or the tenant itself.
 func (g *Gateway) getTenant(w http.ResponseWriter, r *http.Request, c caller) {
-	name := r.PathValue("tenant")
+	name, ok := pathToken(w, r, "tenant", "tenant")
+	if !ok {
+		return
+	}
 	if !c.admin && name != c.tenant {
 		writeError(w, http.StatusNotFound, "", "tenant not found")
 		return
@@ -75,7 +82,11 @@ func (g *Gateway) deleteTenant(w http.ResponseWriter, r *http.Request, c caller)
 		writeError(w, http.StatusForbidden, "", "tenant records are managed with the admin key")
 		return
 	}
-	if err := g.tenants.Delete(r.Context(), r.PathValue("tenant")); err != nil {
+	name, ok := pathToken(w, r, "tenant", "tenant")
+	if !ok {
+		return
+	}
+	if err := g.tenants.Delete(r.Context(), name); err != nil {
 		g.tenantError(w, err)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,51 +49,137 @@ func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) 
 	return nc, js, nil
 }
 
-// subsStore connects to NATS and returns the subscription store.
-func (g *globals) subsStore(ctx context.Context) (*subscriptions.Store, *nats.Conn, error) {
+// pipelineWait is how long a client command waits for the running
+// pipeline to say what egress policy it applies.
+const pipelineWait = 2 * time.Second
+
+// policyNeed says what a command needs of the running pipeline's egress
+// policy.
+type policyNeed int
+
+const (
+	// policyNone: the command judges no URL (delete, attempts).
+	policyNone policyNeed = iota
+	// policyIfRunning: the command reads documents; with the policy they
+	// are judged as the pipeline judges them, without it (no pipeline
+	// answered) by schema and meaning alone, with a warning.
+	policyIfRunning
+	// policyRequired: the command writes a document, which must be what
+	// the pipeline serves: no pipeline, no write.
+	policyRequired
+)
+
+// subsClient is a connection to NATS with the subscription store, judged
+// by the running pipeline's egress policy as the command needs.
+type subsClient struct {
+	store *subscriptions.Store
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	// pipeline is what the running pipeline said; nil when it was not
+	// asked (policyNone) or did not answer (policyIfRunning).
+	pipeline *subscriptions.Pipeline
+}
+
+// Close closes the connection.
+func (c *subsClient) Close() { c.nc.Close() }
+
+// refusePolicyFlag refuses --allow-private-targets on a client command:
+// where webhooks may go is the running pipeline's decision, and a client
+// that decided otherwise wrote subscriptions the pipeline ignores, or
+// refused ones it serves.
+func (g *globals) refusePolicyFlag() error {
+	if !g.allowPrivate {
+		return nil
+	}
+	return errors.New("--allow-private-targets is a flag of 'scanwire run': the running pipeline decides where webhooks may go, " +
+		"and the client commands follow it; drop the flag here (restart 'scanwire run' with or without it to change the policy)")
+}
+
+// pipeline asks the processes of the running pipeline what they apply.
+func (g *globals) pipeline(ctx context.Context, nc *nats.Conn) (*subscriptions.Pipeline, error) {
+	p, err := subscriptions.AskPipeline(ctx, nc, pipelineWait)
+	if errors.Is(err, subscriptions.ErrNoPipeline) {
+		return nil, fmt.Errorf("%w at %s: the running pipeline decides where webhooks may go ('scanwire run', with "+
+			"--allow-private-targets for local targets) and this command needs to know; start it, or point --nats at its NATS", err, g.clientURL())
+	}
+	return p, err
+}
+
+// subsClient connects to NATS and returns the subscription store, judged
+// by the running pipeline's egress policy as need says; warnings go to
+// warn.
+func (g *globals) subsClient(ctx context.Context, need policyNeed, warn io.Writer) (*subsClient, error) {
+	if err := g.refusePolicyFlag(); err != nil {
+		return nil, err
+	}
 	nc, js, err := g.connect(cliConnName)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	c := &subsClient{nc: nc, js: js}
 	kv, err := js.KeyValue(ctx, natsx.BucketSubscriptions)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		nc.Close()
-		return nil, nil, fmt.Errorf("bucket %q not found at %s: start 'scanwire run' once to create it", natsx.BucketSubscriptions, g.clientURL())
+		return nil, fmt.Errorf("bucket %q not found at %s: start 'scanwire run' once to create it", natsx.BucketSubscriptions, g.clientURL())
 	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return subscriptions.NewWritingStore(kv, &egress.Policy{AllowPrivate: g.allowPrivate}), nc, nil
+	var policy subscriptions.URLPolicy // nil: schema and meaning alone
+	if need != policyNone {
+		c.pipeline, err = g.pipeline(ctx, nc)
+		switch {
+		case err == nil:
+			policy = &egress.Policy{AllowPrivate: c.pipeline.AllowPrivateTargets}
+		case need == policyIfRunning && errors.Is(err, subscriptions.ErrNoPipeline):
+			fmt.Fprintf(warn, "warning: %v\nwarning: URLs are judged by schema alone here, not by the pipeline's egress policy\n", err)
+		default:
+			nc.Close()
+			return nil, err
+		}
+	}
+	c.store = subscriptions.NewStore(kv, policy)
+	return c, nil
 }
 
 // subscription connects and finds the tenant of a subscription id, for
-// the commands that take only the id. done closes the connection.
+// the commands that take only the id and judge no URL. done closes the
+// connection.
 func (g *globals) subscription(ctx context.Context, id string) (*subscriptions.Store, jetstream.JetStream, string, func(), error) {
-	store, nc, err := g.subsStore(ctx)
+	c, tenant, err := g.subscriptionFor(ctx, id, policyNone, io.Discard)
 	if err != nil {
 		return nil, nil, "", nil, err
 	}
-	tenant, err := store.TenantOf(ctx, id)
-	if err != nil {
-		nc.Close()
-		return nil, nil, "", nil, err
-	}
-	js, err := natsx.JetStream(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, "", nil, err
-	}
-	return store, js, tenant, nc.Close, nil
+	return c.store, c.js, tenant, c.Close, nil
 }
 
-// deadLetters connects and returns the dead-letter queue.
+// subscriptionFor connects as subsClient does and finds the tenant of a
+// subscription id.
+func (g *globals) subscriptionFor(ctx context.Context, id string, need policyNeed, warn io.Writer) (*subsClient, string, error) {
+	c, err := g.subsClient(ctx, need, warn)
+	if err != nil {
+		return nil, "", err
+	}
+	tenant, err := c.store.TenantOf(ctx, id)
+	if err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	return c, tenant, nil
+}
+
+// deadLetters connects and returns the dead-letter queue. Its replays ask
+// the subscription store, judged by the running pipeline's egress policy
+// if one answers, whether a dead letter's subscription takes deliveries.
 func (g *globals) deadLetters() (*dlq.Store, *nats.Conn, error) {
-	nc, js, err := g.connect(cliConnName)
+	// Replay judges no URL itself: a subscription the pipeline does not
+	// serve is named whatever the warning would say.
+	c, err := g.subsClient(context.Background(), policyIfRunning, io.Discard)
 	if err != nil {
 		return nil, nil, err
 	}
-	return dlq.New(js), nc, nil
+	return dlq.New(c.js, c.store), c.nc, nil
 }
 
 // tenantStore connects and returns the store of tenant records.

@@ -33,6 +33,12 @@ func newDLQListCmd(g *globals) *cobra.Command {
 			if sub != "" && tenant == "" {
 				return errors.New("--subscription needs --tenant")
 			}
+			if err := checkTokenFlag("--tenant", tenant); err != nil {
+				return err
+			}
+			if err := checkTokenFlag("--subscription", sub); err != nil {
+				return err
+			}
 			dlq, nc, err := g.deadLetters()
 			if err != nil {
 				return err
@@ -95,8 +101,8 @@ func parseDeadLetterIDs(args []string) ([]uint64, error) {
 	ids := make([]uint64, 0, len(args))
 	for _, a := range args {
 		id, err := strconv.ParseUint(a, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a dead letter id (the ID column of 'scanwire dlq list')", a)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("%q is not a dead letter id: a positive integer, the ID column of 'scanwire dlq list'", a)
 		}
 		ids = append(ids, id)
 	}

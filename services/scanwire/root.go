@@ -44,6 +44,7 @@ Start here:
 	pf.BoolVar(&g.allowPrivate, "allow-private-targets", false, "let subscriptions use http and reach loopback and private addresses (local development and tests only; link-local and cloud metadata stay blocked)")
 	pf.StringVar(&g.natsURL, "nats", envOr("SCANWIRE_NATS", ""), "URL of an external NATS server (env SCANWIRE_NATS); client commands default to nats://127.0.0.1:4222")
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newPublishCmd(g), newSubsCmd(g), newAttemptsCmd(g), newDLQCmd(g), newScansCmd(g), newTenantsCmd(g))
+	root.AddCommand(newRejectedCmd(g))
 	return root
 }
 

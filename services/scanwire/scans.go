@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 )
@@ -24,8 +25,11 @@ func newScansStatsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "stats <scan-id> --tenant <tenant>",
 		Short: "Per subscription: findings of a scan admitted and suppressed by the limits, by finding type",
-		Args:  cobra.ExactArgs(1),
+		Args:  tokenArg("scan id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := events.CheckToken("--tenant", tenant); err != nil {
+				return err
+			}
 			nc, js, err := g.connect(cliConnName)
 			if err != nil {
 				return err

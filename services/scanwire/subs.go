@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/attempts"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/testdelivery"
@@ -50,12 +51,12 @@ func newSubsCreateCmd(g *globals) *cobra.Command {
 			case secret != "":
 				s.Secrets = []subscriptions.Secret{{Secret: secret}}
 			}
-			store, nc, err := g.subsStore(cmd.Context())
+			c, err := g.subsClient(cmd.Context(), policyRequired, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			created, err := store.Create(cmd.Context(), s)
+			defer c.Close()
+			created, err := c.store.Create(cmd.Context(), s)
 			if err != nil {
 				return err
 			}
@@ -91,12 +92,15 @@ func newSubsListCmd(g *globals) *cobra.Command {
 		Short: "List subscriptions (secrets hidden); invalid documents are shown with the reason",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, nc, err := g.subsStore(cmd.Context())
+			if err := checkTokenFlag("--tenant", tenant); err != nil {
+				return err
+			}
+			c, err := g.subsClient(cmd.Context(), policyIfRunning, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			entries, err := store.List(cmd.Context(), tenant)
+			defer c.Close()
+			entries, err := c.store.List(cmd.Context(), tenant)
 			if err != nil {
 				return err
 			}
@@ -145,14 +149,14 @@ func newSubsGetCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "get <subscription-id>",
 		Short: "Show one subscription as JSON (secrets hidden)",
-		Args:  cobra.ExactArgs(1),
+		Args:  subscriptionIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
+			c, tenant, err := g.subscriptionFor(cmd.Context(), args[0], policyIfRunning, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer done()
-			s, _, err := store.Get(cmd.Context(), tenant, args[0])
+			defer c.Close()
+			s, _, err := c.store.Get(cmd.Context(), tenant, args[0])
 			if err != nil {
 				return err
 			}
@@ -165,7 +169,7 @@ func newSubsDeleteCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete <subscription-id>",
 		Short: "Delete a subscription; its queued jobs are dead-lettered, not dropped",
-		Args:  cobra.ExactArgs(1),
+		Args:  subscriptionIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
 			if err != nil {
@@ -186,16 +190,20 @@ func newSubsTestCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "test <subscription-id>",
 		Short: "Send a webhook.test event through the pipeline and report its first attempt",
-		Args:  cobra.ExactArgs(1),
+		Args:  subscriptionIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, js, tenant, done, err := g.subscription(cmd.Context(), args[0])
+			c, tenant, err := g.subscriptionFor(cmd.Context(), args[0], policyRequired, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer done()
-			res, err := testdelivery.Send(cmd.Context(), js, attemptLog(js), tenant, args[0], wait)
+			defer c.Close()
+			if !c.pipeline.Runs(app.ServiceFanout) || !c.pipeline.Runs(app.ServiceDelivery) {
+				return fmt.Errorf("a test delivery needs fan-out and delivery, and the running scanwire processes run only %s; start them (scanwire run --services)",
+					strings.Join(c.pipeline.Services, ","))
+			}
+			res, err := testdelivery.New(c.js, c.store, attemptLog(c.js)).Send(cmd.Context(), tenant, args[0], wait)
 			if errors.Is(err, attempts.ErrNoAttempt) {
-				return fmt.Errorf("no attempt within %s (is 'scanwire run' running?); the test event %s stays queued", wait, res.EventID)
+				return fmt.Errorf("no attempt within %s; the test event %s stays queued, and delivery will attempt it (its workers may be busy with this endpoint's other jobs)", wait, res.EventID)
 			}
 			if err != nil {
 				return err

@@ -33,12 +33,12 @@ func newSubsUpdateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
+			c, tenant, err := g.subscriptionFor(cmd.Context(), args[0], policyRequired, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer done()
-			updated, err := patchSubscription(cmd.Context(), store, tenant, args[0], patch)
+			defer c.Close()
+			updated, err := patchSubscription(cmd.Context(), c.store, tenant, args[0], patch)
 			if err != nil {
 				return err
 			}
@@ -108,12 +108,12 @@ func newSubsRotateCmd(g *globals) *cobra.Command {
 		Short: "Make a new signing secret; the old ones keep signing for --overlap; prints the new secret once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, _, tenant, done, err := g.subscription(cmd.Context(), args[0])
+			c, tenant, err := g.subscriptionFor(cmd.Context(), args[0], policyRequired, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer done()
-			s, err := store.Rotate(cmd.Context(), tenant, args[0], overlap, secret)
+			defer c.Close()
+			s, err := c.store.Rotate(cmd.Context(), tenant, args[0], overlap, secret)
 			if err != nil {
 				return err
 			}

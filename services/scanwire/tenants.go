@@ -20,7 +20,7 @@ func newTenantsSetCmd(g *globals) *cobra.Command {
 		Use:     "set <tenant> --partner <tenant>",
 		Short:   "Make a tenant a customer of a partner (--partner '' removes it)",
 		Example: "  scanwire tenants set acme --partner mssp-1",
-		Args:    cobra.ExactArgs(1),
+		Args:    tokenArg("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, nc, err := g.tenantStore(cmd.Context())
 			if err != nil {
@@ -45,7 +45,7 @@ func newTenantsSigningSecretCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "signing-secret <tenant>",
 		Short: "Print (or --rotate) the secret that signs the tenant's per-scan callbacks",
-		Args:  cobra.ExactArgs(1),
+		Args:  tokenArg("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, nc, err := g.tenantStore(cmd.Context())
 			if err != nil {
