@@ -110,7 +110,11 @@ func TestSettleFinishedAcks(t *testing.T) {
 				settled.Add(1)
 			}
 		})
-	waitFor(t, "the job to leave the work queue", func() bool { return streamMsgs(t, js, "WORK") == 0 })
+	// The job leaves the queue when the server takes the ack; the hook runs
+	// once the client has its confirmation, a moment later.
+	waitFor(t, "the job to leave the work queue and be settled", func() bool {
+		return streamMsgs(t, js, "WORK") == 0 && settled.Load() > 0
+	})
 	if settled.Load() != 1 {
 		t.Errorf("settled %d times, want once", settled.Load())
 	}
@@ -195,8 +199,8 @@ func TestSettleRejectStoresTheCopyThenTerminates(t *testing.T) {
 			label.Store(o.Reason().String())
 		}
 	})
-	waitFor(t, "the dead letter stored and the job gone", func() bool {
-		return streamMsgs(t, js, "COPIES") == 1 && streamMsgs(t, js, "WORK") == 0
+	waitFor(t, "the dead letter stored, the job gone and settled", func() bool {
+		return streamMsgs(t, js, "COPIES") == 1 && streamMsgs(t, js, "WORK") == 0 && label.Load() != nil
 	})
 	if calls.Load() != 1 {
 		t.Errorf("handled %d times, want once", calls.Load())
