@@ -42,6 +42,9 @@ func describe(k jsonschema.ErrorKind) string {
 		}
 		return "must be a valid " + k.Want + " but found " + show(k.Got)
 	case *kind.Pattern:
+		if words, ok := patternWords[k.Want]; ok {
+			return words + " but found " + show(k.Got)
+		}
 		return "must match " + k.Want + " but found " + show(k.Got)
 	case *kind.MinLength:
 		return fmt.Sprintf("must be at least %s long but has %d", count(k.Want, "character"), k.Got)
@@ -65,6 +68,18 @@ func describe(k jsonschema.ErrorKind) string {
 		return "not allowed here"
 	}
 	return k.LocalizedString(english)
+}
+
+// patternWords says in words what the schemas' patterns ask for: a
+// regular expression is not an answer a person can act on.
+var patternWords = map[string]string{
+	`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`: "must be a duration such as 30s, 5m, 2h or 1h30m (units ns, us, ms, s, m, h; a number needs its unit, and there is no d: write 24h)",
+	`^[A-Za-z0-9_-]{1,128}$`:                    "must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'",
+	`^sub_[0-9A-HJKMNP-TV-Z]{26}$`:              "must be a subscription id: sub_ and 26 characters of a ULID, as scanwire assigns",
+	`^[a-z*]+(\.[a-z*-]+)*$`:                    "must be an event type such as finding.high, or a pattern such as finding.* or *",
+	`^CWE-[0-9]{1,6}$`:                          "must be a CWE id such as CWE-79",
+	`^https?://`:                                "must be an http or https URL",
+	`^[A-Za-z0-9_.:-]+$`:                        "must be letters, digits, '_', '.', ':' or '-'",
 }
 
 // jsonProblem words a decoding error for a sender who cannot see our code:
