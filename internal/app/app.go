@@ -8,12 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -117,6 +119,14 @@ type App struct {
 	// announce answers clients that ask what egress policy this process
 	// applies (subscriptions.Announce).
 	announce micro.Service
+	// lock holds the embedded server's data directory from before the
+	// server starts until after it has shut down.
+	lock *natsx.DataDirLock
+	// cut, once cancelled, cuts the webhook requests in flight (see Close);
+	// cutter counts them.
+	cut    context.Context
+	cutNow context.CancelFunc
+	cutter *cutTransport
 }
 
 // Start brings the process up: NATS, streams, caches, then the services.
@@ -130,6 +140,7 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 		log = slog.Default()
 	}
 	a := &App{cfg: cfg, log: log, errs: make(chan error, 8)}
+	a.cut, a.cutNow = context.WithCancel(context.Background())
 	if err := a.start(ctx); err != nil {
 		a.Close(context.Background())
 		return nil, err
@@ -139,6 +150,19 @@ func Start(ctx context.Context, cfg Config) (*App, error) {
 
 // start runs Start's steps in order; the caller closes a on an error.
 func (a *App) start(ctx context.Context) error {
+	if a.cfg.NATSURL == "" {
+		// First of all: a second process on the same directory must fail
+		// before it touches anything, the store least of all.
+		lock, err := natsx.LockDataDir(a.cfg.Server.DataDir)
+		if err != nil {
+			var inUse *natsx.DataDirInUseError
+			if errors.As(err, &inUse) {
+				return fmt.Errorf("%w: stop that process first, or give this one another --data", err)
+			}
+			return err
+		}
+		a.lock = lock
+	}
 	if err := a.startTelemetry(ctx); err != nil {
 		return err
 	}
@@ -200,7 +224,9 @@ func (a *App) startTelemetry(ctx context.Context) error {
 func (a *App) connect(ctx context.Context) error {
 	url := a.cfg.NATSURL
 	if url == "" {
-		ns, err := natsx.StartServer(a.cfg.Server, a.log)
+		scfg := a.cfg.Server
+		scfg.Lock = a.lock // released by Close, once the server is down
+		ns, err := natsx.StartServer(scfg, a.log)
 		if err != nil {
 			return err
 		}
@@ -254,6 +280,8 @@ func (a *App) startService(ctx, runCtx context.Context, name string) error {
 		a.spawn(name, func() error { return f.Run(runCtx) })
 	case ServiceDelivery:
 		client := delivery.NewHTTPClient(a.cfg.Delivery.Timeout, a.Egress.DialContext, a.Tel.TracerProvider())
+		a.cutter = &cutTransport{base: client.Transport, cut: a.cut}
+		client.Transport = a.cutter
 		d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client,
 			Attempts: a.Attempts, Telemetry: a.Tel, Writes: &a.writes}, a.log, a.cfg.Delivery)
 		a.spawn(name, func() error { return d.Run(runCtx) })
@@ -330,45 +358,158 @@ func (a *App) ClientURL() string {
 	return a.cfg.NATSURL
 }
 
-// Close stops the services (in-flight work finishes, buffered work is
-// handed back to JetStream), drains the NATS connection and stops the
-// embedded server. It gives up waiting when ctx ends: whatever was not
-// acked by then is redelivered at the next start.
+// stopReserve is what Close keeps of its deadline, at most, for the steps
+// after the services: flushing the attempt log, closing NATS, stopping the
+// embedded server and flushing telemetry. A fifth of the time left when it
+// is short.
+const stopReserve = 2 * time.Second
+
+// Close stops the process under ctx's deadline, in this order: stop
+// pulling and serving, let the work in flight finish, flush the attempt
+// log, drain the NATS connection, stop the embedded server, release the
+// data directory, flush telemetry. Messages that arrive meanwhile are
+// handed back to JetStream.
+//
+// The work in flight gets the deadline less the reserve (stopReserve).
+// What is still in flight then is cut: the NATS connection is closed
+// first, so that nothing more is settled, then the webhook requests in
+// flight are cancelled. Their jobs stay unacknowledged in JetStream and
+// come back after their AckWait, to the next start or another replica,
+// with no attempt spent. That loses nothing and charges the job nothing
+// for our stop; settling a cut request as a failed attempt would spend
+// one of its attempts, and dead-letter a job on its last. A receiver that
+// got the cut request gets it again with the same webhook-id.
+//
+// Without a deadline on ctx, Close waits for the work in flight, which
+// the attempt timeout bounds. It returns an error only when the services
+// did not stop even once cut.
 func (a *App) Close(ctx context.Context) error {
+	defer a.cutNow()
 	if a.announce != nil {
 		_ = a.announce.Stop()
 	}
 	if a.cancel != nil {
 		a.cancel()
 	}
-	if a.http != nil {
-		_ = a.http.Shutdown(ctx)
+	work, cancelWork := workDeadline(ctx)
+	defer cancelWork()
+	if a.http != nil && a.http.Shutdown(work) != nil {
+		_ = a.http.Close() // requests still open are cut with the rest
 	}
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()
 	var err error
 	select {
 	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("services did not stop in time: %w", ctx.Err())
-	}
-	if a.Attempts != nil {
-		a.Attempts.Flush(ctx) // what in-flight work recorded after the log stopped
-	}
-	if a.NC != nil {
-		_ = a.NC.Drain()
-		for a.NC.IsDraining() && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond)
+		if a.Attempts != nil {
+			a.Attempts.Flush(ctx) // what in-flight work recorded after the log stopped
 		}
-		a.NC.Close()
+		a.drain(ctx)
+	case <-work.Done():
+		a.cutWork(ctx)
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("services did not stop in time, even with their work cut: %w", ctx.Err())
+		}
 	}
 	if a.Server != nil {
 		a.Server.Shutdown()
 		a.Server.WaitForShutdown()
 	}
+	if uerr := a.lock.Unlock(); uerr != nil {
+		a.log.Warn("could not release the data directory", "dir", a.lock.Dir(), "err", uerr)
+	}
 	if a.ownTel {
 		_ = a.Tel.Shutdown(ctx)
 	}
+	return err
+}
+
+// workDeadline is ctx with its deadline brought forward by the reserve.
+func workDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, d.Add(-min(stopReserve, time.Until(d)/5)))
+}
+
+// drain drains the NATS connection: what was published is sent, replies
+// awaited, then it closes.
+func (a *App) drain(ctx context.Context) {
+	if a.NC == nil {
+		return
+	}
+	_ = a.NC.Drain()
+	for a.NC.IsDraining() && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.NC.Close()
+}
+
+// cutWork ends the work still in flight at the stop's deadline (see
+// Close): the attempt log is flushed of what finished, the connection
+// closed, so that no message is settled from here on, and the webhook
+// requests in flight cancelled.
+func (a *App) cutWork(ctx context.Context) {
+	requests := int64(0)
+	if a.cutter != nil {
+		requests = a.cutter.inFlight.Load()
+	}
+	a.log.Warn("stop deadline reached: cutting the work in flight; its messages stay unacknowledged and come back after their AckWait, with no attempt spent",
+		"webhook_requests", requests)
+	if a.Attempts != nil {
+		fctx, cancel := context.WithTimeout(ctx, stopReserve/4)
+		a.Attempts.Flush(fctx)
+		cancel()
+	}
+	if a.NC != nil {
+		a.NC.Close()
+	}
+	a.cutNow()
+}
+
+// cutTransport lets Close cut the webhook requests in flight. A stop does
+// not cancel the delivery handlers' contexts (natsx.Consume), so that the
+// work in flight finishes and is settled; a receiver that never answers
+// would then hold the stop for the whole attempt timeout, past the stop's
+// deadline.
+type cutTransport struct {
+	base     http.RoundTripper
+	cut      context.Context
+	inFlight atomic.Int64
+}
+
+func (t *cutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	stop := context.AfterFunc(t.cut, cancel)
+	t.inFlight.Add(1)
+	done := sync.OnceFunc(func() {
+		stop()
+		cancel()
+		t.inFlight.Add(-1)
+	})
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		done()
+		return nil, err
+	}
+	// The answer is read after RoundTrip returns: a body that never ends
+	// is cut too.
+	resp.Body = &cutBody{ReadCloser: resp.Body, done: done}
+	return resp, nil
+}
+
+// cutBody ends its request's hold on the cut when closed.
+type cutBody struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *cutBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
 	return err
 }
 

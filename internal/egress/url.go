@@ -45,11 +45,38 @@ func (p *Policy) CheckURL(ctx context.Context, raw string) error {
 	var dnsErr *net.DNSError
 	switch {
 	case err == nil && len(ips) == 0, errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return fmt.Errorf("%q: host %s does not resolve; check the name", raw, host)
+		return fmt.Errorf("%q: host %s does not resolve; check the name", RedactURL(raw), host)
 	case err != nil:
-		return fmt.Errorf("%q: host %s could not be resolved now (%v); try again", raw, host, err)
+		return fmt.Errorf("%q: host %s could not be resolved now (%v); try again", RedactURL(raw), host, err)
 	}
 	return p.refuseResolved(raw, host, ips)
+}
+
+// Redacted stands in for the user and password RedactURL removes.
+const Redacted = "REDACTED"
+
+// RedactURL returns raw with its userinfo (a user, a password, a token)
+// replaced by REDACTED: "https://u:pw@h/x" becomes "https://REDACTED@h/x".
+// Every error and log line that quotes a URL someone typed quotes it
+// through RedactURL, since such a URL may carry a credential (webhook
+// URLs refuse one, but the refusal must not repeat it).
+//
+// It works on the text, so that a URL the parser refuses is redacted too,
+// and it errs toward hiding: everything after "//" (or from the start,
+// without one) up to the last "@" goes. A password may hold "/", "?" or
+// "#" (base64 holds "/"), which would end the authority for a parser, so
+// an "@" in the path or the query hides the host with it; webhook URLs
+// seldom have one. The rest of raw is kept as written.
+func RedactURL(raw string) string {
+	start := 0
+	if i := strings.Index(raw, "//"); i >= 0 {
+		start = i + 2
+	}
+	at := strings.LastIndexByte(raw[start:], '@')
+	if at < 0 {
+		return raw
+	}
+	return raw[:start] + Redacted + raw[start+at:]
 }
 
 // refuseResolved refuses raw when every address its host resolved to is
@@ -57,7 +84,7 @@ func (p *Policy) CheckURL(ctx context.Context, raw string) error {
 // none).
 func (p *Policy) refuseResolved(raw, host string, ips []netip.Addr) error {
 	if msg, blockedAll := p.judgeAll(ips); blockedAll {
-		return blocked("%q: %s resolves only to blocked addresses: %s", raw, host, msg)
+		return blocked("%q: %s resolves only to blocked addresses: %s", RedactURL(raw), host, msg)
 	}
 	return nil
 }
@@ -84,8 +111,12 @@ func (p *Policy) judgeAll(ips []netip.Addr) (string, bool) {
 // checkStatic is CheckURLStatic, also returning the host (lower case,
 // without its trailing dot) and whether it is an IP literal.
 func (p *Policy) checkStatic(raw string) (string, bool, error) {
+	shown := RedactURL(raw) // every message quotes the URL without its credentials
 	u, err := url.Parse(raw)
 	if err != nil {
+		if shown != raw { // the parser's words may quote a piece of the password
+			return "", false, fmt.Errorf("%q is not a valid URL, and must not carry a user or password", shown)
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
@@ -94,44 +125,44 @@ func (p *Policy) checkStatic(raw string) (string, bool, error) {
 	}
 	switch {
 	case u.Scheme == "http" && !p.AllowPrivate:
-		return "", false, fmt.Errorf("%q must use https (http only with scanwire run --allow-private-targets, for local development)", raw)
+		return "", false, fmt.Errorf("%q must use https (http only with scanwire run --allow-private-targets, for local development)", shown)
 	case u.Scheme != "https" && u.Scheme != "http":
-		return "", false, fmt.Errorf("%q must use https", raw)
+		return "", false, fmt.Errorf("%q must use https", shown)
 	case u.Opaque != "" || u.Host == "":
-		return "", false, fmt.Errorf("%q must be an absolute URL with a host, like https://hooks.example.com/scanwire", raw)
+		return "", false, fmt.Errorf("%q must be an absolute URL with a host, like https://hooks.example.com/scanwire", shown)
 	case u.User != nil:
-		return "", false, fmt.Errorf("%q must not carry a user or password (its host is %s); deliveries are authenticated by their signature", raw, u.Hostname())
+		return "", false, fmt.Errorf("%q must not carry a user or password (its host is %s); deliveries are authenticated by their signature", shown, u.Hostname())
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "", false, fmt.Errorf("%q: port must be 1-65535", raw)
+			return "", false, fmt.Errorf("%q: port must be 1-65535", shown)
 		}
 	}
 	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	if host == "" {
-		return "", false, fmt.Errorf("%q must name a host, like https://hooks.example.com/scanwire", raw)
+		return "", false, fmt.Errorf("%q must name a host, like https://hooks.example.com/scanwire", shown)
 	}
 	ip, isIP, err := parseHost(host)
 	if err != nil {
-		return "", false, fmt.Errorf("%q: %v", raw, err)
+		return "", false, fmt.Errorf("%q: %v", shown, err)
 	}
 	if isIP {
 		if v, ok := p.judge(ip.WithZone("")); ok {
-			return "", false, blocked("%s; %s", v.explain(strconv.Quote(raw), host, ip.WithZone("")), v.hint())
+			return "", false, blocked("%s; %s", v.explain(strconv.Quote(shown), host, ip.WithZone("")), v.hint())
 		}
 		if ip.Zone() != "" {
-			return "", false, fmt.Errorf("%q: an address with a zone (%%%s) is not on the public internet; remove it", raw, ip.Zone())
+			return "", false, fmt.Errorf("%q: an address with a zone (%%%s) is not on the public internet; remove it", shown, ip.Zone())
 		}
 		return host, true, nil
 	}
 	switch {
 	case host == "metadata.google.internal":
-		return "", false, blocked("%q names the GCP metadata service; %s", raw, hintAlways)
+		return "", false, blocked("%q names the GCP metadata service; %s", shown, hintAlways)
 	case p.AllowPrivate:
 	case host == "localhost" || strings.HasSuffix(host, ".localhost"):
-		return "", false, blocked("%q names the local host (%s is a loopback name); %s", raw, host, hintPrivate)
+		return "", false, blocked("%q names the local host (%s is a loopback name); %s", shown, host, hintPrivate)
 	case !strings.Contains(host, "."):
-		return "", false, blocked("%q names a host without a domain (%s), which only the local network resolves; %s", raw, host, hintPrivate)
+		return "", false, blocked("%q names a host without a domain (%s), which only the local network resolves; %s", shown, host, hintPrivate)
 	}
 	return host, false, nil
 }

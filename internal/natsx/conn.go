@@ -1,13 +1,18 @@
 package natsx
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/egress"
 )
 
 // Connect opens a client connection that reconnects forever: a NATS restart
@@ -24,7 +29,8 @@ func Connect(url, name string, ns *server.Server, log *slog.Logger) (*nats.Conn,
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			// Not ConnectedUrlRedacted: it keeps a user, which is all a token is.
+			log.Info("nats reconnected", "url", RedactURL(c.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
@@ -39,9 +45,38 @@ func Connect(url, name string, ns *server.Server, log *slog.Logger) (*nats.Conn,
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, connectError(url, err)
 	}
 	return nc, nil
+}
+
+// RedactURL returns a NATS URL, or a comma-separated list of them as
+// --nats takes, with each one's user, password or token replaced by
+// REDACTED (egress.RedactURL): "nats://u:pw@h:4222" becomes
+// "nats://REDACTED@h:4222". Every NATS URL that scanwire prints, in an
+// error or a log, goes through it.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		parts[i] = egress.RedactURL(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+// connectError names the URL that could not be reached, without its
+// credentials. nats.Connect's own parse errors quote the URL whole, and
+// their detail may quote a piece of the password (`invalid port ":pw"`),
+// so for a URL with credentials the detail is dropped.
+func connectError(url string, err error) error {
+	shown := RedactURL(url)
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+		if shown != url {
+			err = errors.New("not a valid URL (the parser's words are not shown, as they may quote the password)")
+		}
+	}
+	return fmt.Errorf("connect to nats %s: %w", shown, err)
 }
 
 // JetStream wraps nc. Async publishes that find the window full wait up to

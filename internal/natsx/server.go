@@ -27,12 +27,43 @@ type ServerConfig struct {
 	// The server's own default of two minutes lost acknowledged writes in
 	// Jepsen's NATS 2.12.1 analysis, so it must be asked for explicitly.
 	SyncInterval time.Duration
+	// Lock is DataDir's lock when the caller has taken it (LockDataDir)
+	// and releases it itself, after the server has shut down: a process
+	// that may start a server on the same directory again must know when
+	// the lock is free. Nil: StartServer takes the lock and releases it
+	// once the server has shut down.
+	Lock *DataDirLock
 }
 
 // StartServer starts an embedded nats-server with JetStream and waits until
 // it accepts clients. The caller shuts it down with Shutdown and
 // WaitForShutdown.
+//
+// One server per data directory: unless cfg.Lock is given, StartServer
+// locks DataDir before anything else (LockDataDir) and fails at once with
+// a *DataDirInUseError when another process holds it; the lock is released
+// once the server has shut down.
 func StartServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
+	if cfg.Lock != nil {
+		return startServer(cfg, log)
+	}
+	lock, err := LockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := startServer(cfg, log)
+	if err != nil {
+		_ = lock.Unlock()
+		return nil, err
+	}
+	go func() {
+		ns.WaitForShutdown()
+		_ = lock.Unlock()
+	}()
+	return ns, nil
+}
+
+func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("nats listen address %q: %w (want host:port, e.g. 127.0.0.1:4222)", cfg.Listen, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/profiles"
@@ -262,7 +263,7 @@ func (s *Subscription) meaning() []*FieldError {
 		out = append(out, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
 	if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		add("url", "%q must be an absolute https:// URL", s.URL)
+		add("url", "%q must be an absolute https:// URL", egress.RedactURL(s.URL)) // a URL that does not parse may still carry a password
 	} else if u.User != nil {
 		add("url", "must not carry a user or password; put credentials in the secret instead")
 	}

@@ -275,7 +275,7 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 		// them all.
 		span.SetAttributes(attribute.String("scanwire.deferred", refused.reason.String()))
 		d.log.DebugContext(ctx, "deferred", "webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant,
-			"reason", refused.reason.String(), "endpoint_slow_for", refused.slowFor)
+			"reason", refused.reason.String(), "endpoint_slow_for", refused.slowFor.Round(time.Millisecond))
 		return d.deferJob(msg, meta, job, refused)
 	}
 	res := d.attempt(ctx, sub, job)

@@ -31,7 +31,7 @@ func (d *Delivery) conclude(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	}
 	if res.ok() {
 		d.log.DebugContext(ctx, "delivered", "webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID,
-			"attempt", attempt, "status", res.status, "latency", res.latency.Round(time.Microsecond))
+			"attempt", attempt, "status", res.status, "latency", res.latency.Round(100*time.Microsecond))
 		d.record(ctx, rec, attempts.OutcomeDelivered, sub, res)
 		d.health.succeeded(ctx, sub)
 		return natsx.Finished()
@@ -42,8 +42,12 @@ func (d *Delivery) conclude(ctx context.Context, msg jetstream.Msg, meta *jetstr
 		d.health.failed(ctx, sub)
 	}
 	if delay, ok := nextDelay(sub, attempt, res); ok {
-		d.log.WarnContext(ctx, "attempt failed; will retry", "webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID,
-			"attempt", attempt, "status", res.status, "err", res.err, "retry_in", delay)
+		attrs := []any{"webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID,
+			"attempt", attempt, "status", res.status, "retry_in", delay.Round(time.Millisecond)}
+		if res.err != nil { // an answer with a status has none
+			attrs = append(attrs, "err", res.err)
+		}
+		d.log.WarnContext(ctx, "attempt failed; will retry", attrs...)
 		rec.RetryIn = delay.String()
 		d.record(ctx, rec, attempts.OutcomeRetry, sub, res)
 		d.tel.Metrics.RetriesScheduled.Add(ctx, 1)

@@ -100,7 +100,7 @@ func (g *globals) pipeline(ctx context.Context, nc *nats.Conn) (*subscriptions.P
 	p, err := subscriptions.AskPipeline(ctx, nc, pipelineWait)
 	if errors.Is(err, subscriptions.ErrNoPipeline) {
 		return nil, fmt.Errorf("%w at %s: the running pipeline decides where webhooks may go ('scanwire run', with "+
-			"--allow-private-targets for local targets) and this command needs to know; start it, or point --nats at its NATS", err, g.clientURL())
+			"--allow-private-targets for local targets) and this command needs to know; start it, or point --nats at its NATS", err, natsx.RedactURL(g.clientURL()))
 	}
 	return p, err
 }
@@ -120,7 +120,7 @@ func (g *globals) subsClient(ctx context.Context, need policyNeed, warn io.Write
 	kv, err := js.KeyValue(ctx, natsx.BucketSubscriptions)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		nc.Close()
-		return nil, fmt.Errorf("bucket %q not found at %s: start 'scanwire run' once to create it", natsx.BucketSubscriptions, g.clientURL())
+		return nil, fmt.Errorf("bucket %q not found at %s: start 'scanwire run' once to create it", natsx.BucketSubscriptions, natsx.RedactURL(g.clientURL()))
 	}
 	if err != nil {
 		nc.Close()

@@ -44,6 +44,12 @@ It runs until Ctrl-C, or until --scans scans have been fully delivered.`,
   go run ./services/scanwire demo --scans 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if scans < 0 {
+				return fmt.Errorf("--scans: must be 0 (until Ctrl-C) or more, got %d", scans)
+			}
+			if interval <= 0 {
+				return fmt.Errorf("--interval: must be positive, got %s", interval)
+			}
 			g.allowPrivate = true // the demo's receiver is on loopback
 			if !cmd.Flags().Changed("log-level") {
 				g.logLevel = "error" // the demo prints retries itself
@@ -56,7 +62,7 @@ It runs until Ctrl-C, or until --scans scans have been fully delivered.`,
 				defer os.RemoveAll(dir)
 				f.data = dir
 			}
-			cfg, err := f.config(g)
+			cfg, err := f.config(cmd, g)
 			if err != nil {
 				return err
 			}

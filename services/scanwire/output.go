@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/scanwire/scanwire/internal/attempts"
 )
@@ -45,7 +46,20 @@ func describe(a attempts.Attempt) string {
 	}
 	s += ", " + a.Outcome
 	if a.RetryIn != "" {
-		s += " (retry in " + a.RetryIn + ")"
+		in := a.RetryIn
+		if d, err := time.ParseDuration(in); err == nil {
+			in = roundDuration(d).String() // jittered: 1m3.417592716s
+		}
+		s += " (retry in " + in + ")"
 	}
 	return s
+}
+
+// roundDuration rounds d for people: to the millisecond from a second up,
+// to the microsecond below.
+func roundDuration(d time.Duration) time.Duration {
+	if d >= time.Second || d <= -time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Microsecond)
 }

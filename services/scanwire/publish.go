@@ -18,6 +18,8 @@ import (
 
 	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
 )
 
@@ -41,12 +43,14 @@ policy), and publishes it in binary mode to scans.<tenant>.<scan_id>.<kind>
 with its key (tenant, source, id) as JetStream dedupe id. An event fan-out
 would reject is refused here with the same message.
 
-publish talks to NATS, not to the pipeline, so it cannot know whether
-'scanwire run' was started with --allow-private-targets: it judges a
-callback_url by the strict policy (https, public addresses only) unless it
-is given --allow-private-targets too, as 'subs create' does. A host that
+A callback_url is judged by the running pipeline's egress policy: publish
+asks the pipeline (as 'subs create' does) whether it runs with
+--allow-private-targets. When no pipeline answers, publishing is still
+possible (the event waits in SCAN_EVENTS), and the URL is judged by the
+strict policy (https, public addresses only), with a warning. A host that
 resolves only to blocked addresses is refused; one that does not resolve
-from here is left to the pipeline.
+from here is left to the pipeline. What no pipeline accepts (a malformed
+URL, cloud metadata, link-local) is refused before connecting.
 
 --data is the event's JSON data: inline, @file, or - for standard input.
 The schemas of every event type are in schemas/.`,
@@ -55,8 +59,11 @@ The schemas of every event type are in schemas/.`,
   scanwire publish --tenant acme --type finding.high --scan s-1 --data @finding.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, subject, err := f.event(cmd.Context(), cmd.InOrStdin(), &egress.Policy{AllowPrivate: g.allowPrivate})
+			e, subject, err := f.event(cmd.InOrStdin())
 			if err != nil {
+				return err
+			}
+			if err := g.refusePolicyFlag(); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
@@ -68,6 +75,9 @@ The schemas of every event type are in schemas/.`,
 			// Flushing the trace waits for the exporter, so it comes after
 			// the result is printed.
 			defer p.close(context.WithoutCancel(ctx))
+			if err := g.checkCallback(ctx, p.nc, e, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
 			ack, traceID, err := p.publish(ctx, subject, e)
 			if err != nil {
 				return err
@@ -91,8 +101,10 @@ The schemas of every event type are in schemas/.`,
 
 // event builds the event the flags describe, with stdin for --data -, and
 // the subject it is published on. It refuses what fan-out would reject,
-// with fan-out's message, judging a callback_url by policy.
-func (f *publishFlags) event(ctx context.Context, stdin io.Reader, policy *egress.Policy) (*event.Event, string, error) {
+// with fan-out's message, as far as that is known before asking the
+// pipeline: a callback_url is held here only to the static checks that
+// every egress policy makes (checkCallback judges it by the pipeline's).
+func (f *publishFlags) event(stdin io.Reader) (*event.Event, string, error) {
 	body, err := readData(f.data, stdin)
 	if err != nil {
 		return nil, "", err
@@ -105,8 +117,11 @@ func (f *publishFlags) event(ctx context.Context, stdin io.Reader, policy *egres
 	if err := events.Validate(events.Address{Tenant: f.tenant, ScanID: f.scan, Kind: kind}, &e); err != nil {
 		return nil, "", err
 	}
-	if err := checkCallback(ctx, policy, &e); err != nil {
-		return nil, "", err
+	if u := callbackURL(&e); u != "" {
+		// The loosest policy: what it refuses, every pipeline refuses.
+		if err := (&egress.Policy{AllowPrivate: true}).CheckURLStatic(u); err != nil {
+			return nil, "", callbackRefused(err)
+		}
 	}
 	subject, err := events.Subject(f.tenant, f.scan, f.typ)
 	if err != nil {
@@ -115,24 +130,49 @@ func (f *publishFlags) event(ctx context.Context, stdin io.Reader, policy *egres
 	return &e, subject, nil
 }
 
-// checkCallback judges a valid scan.started event's data.callback_url by
-// policy, with the check fan-out makes: an error is the
-// *events.InvalidError fan-out would reject the event with.
-func checkCallback(ctx context.Context, policy *egress.Policy, e *event.Event) error {
-	if e.Type() != events.TypeScanStarted {
+// checkCallback judges a valid event's callback_url, if it has one, by the
+// egress policy of the pipeline running on nc, with the check fan-out
+// makes: an error is the *events.InvalidError fan-out would reject the
+// event with. When no pipeline answers, the event may still be published
+// (it waits in SCAN_EVENTS for one), and the URL is judged by the strict
+// policy, which every pipeline's accepts, with a warning on warn.
+func (g *globals) checkCallback(ctx context.Context, nc *nats.Conn, e *event.Event, warn io.Writer) error {
+	u := callbackURL(e)
+	if u == "" {
 		return nil
+	}
+	policy := &egress.Policy{}
+	pl, err := subscriptions.AskPipeline(ctx, nc, pipelineWait)
+	switch {
+	case err == nil:
+		policy.AllowPrivate = pl.AllowPrivateTargets
+	case errors.Is(err, subscriptions.ErrNoPipeline):
+		fmt.Fprintf(warn, "warning: %v at %s; the callback_url is judged by the strict egress policy (https, public addresses), "+
+			"which every pipeline accepts\n", err, natsx.RedactURL(g.clientURL()))
+	default:
+		return err
+	}
+	if err := policy.CheckCallbackURL(ctx, u); err != nil {
+		return callbackRefused(err)
+	}
+	return nil
+}
+
+// callbackURL is a valid scan.started event's data.callback_url, or "".
+func callbackURL(e *event.Event) string {
+	if e.Type() != events.TypeScanStarted {
+		return ""
 	}
 	var data struct {
 		CallbackURL string `json:"callback_url"`
 	}
 	_ = json.Unmarshal(e.Data(), &data) // valid: callback_url is a string by the schema
-	if data.CallbackURL == "" {
-		return nil
-	}
-	if err := policy.CheckCallbackURL(ctx, data.CallbackURL); err != nil {
-		return &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
-	}
-	return nil
+	return data.CallbackURL
+}
+
+// callbackRefused is the refusal fan-out rejects the event with.
+func callbackRefused(err error) error {
+	return &events.InvalidError{Problems: []events.Problem{{Field: "data/callback_url", Message: err.Error()}}}
 }
 
 // readData resolves --data: inline JSON, @file, or - for r.

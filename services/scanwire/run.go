@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -40,7 +41,7 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl.DurationVar(&f.autoDisable, "auto-disable-after", 5*24*time.Hour, "disable a subscription whose deliveries have kept failing this long")
 }
 
-func (f *runFlags) config(g *globals) (app.Config, error) {
+func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 	log, err := g.logger(os.Stderr)
 	if err != nil {
 		return app.Config{}, err
@@ -54,8 +55,19 @@ func (f *runFlags) config(g *globals) (app.Config, error) {
 	if f.timeout <= 0 {
 		return app.Config{}, fmt.Errorf("--timeout: must be positive, got %s", f.timeout)
 	}
+	if f.autoDisable <= 0 {
+		return app.Config{}, fmt.Errorf("--auto-disable-after: must be positive, got %s", f.autoDisable)
+	}
+	for _, w := range []struct {
+		flag string
+		n    int
+	}{{"--fanout-workers", f.fanoutWork}, {"--delivery-workers", f.deliveryWork}} {
+		if w.n < 1 {
+			return app.Config{}, fmt.Errorf("%s: must be at least 1, got %d", w.flag, w.n)
+		}
+	}
 	cfg := app.Config{
-		NATSURL:  g.natsURL,
+		NATSURL:  pipelineNATS(cmd, g, log),
 		Server:   natsx.ServerConfig{DataDir: f.data, Listen: f.natsListen, SyncInterval: f.syncInterval},
 		Topology: natsx.DefaultTopology(),
 		HTTPAddr: f.httpAddr,
@@ -85,22 +97,43 @@ clients (scanners, 'scanwire publish', 'scanwire subs') at --nats-listen.
 
 With --nats it joins an external NATS instead; --services then picks the
 services of this replica, e.g. two processes with --services fanout share the
-fan-out work. Ctrl-C stops it cleanly: work in flight finishes, the rest is
-handed back to JetStream and resumes at the next start.`,
+fan-out work. SCANWIRE_NATS, which points the client commands at a pipeline,
+does not count here: only --nats given on the command line does.
+
+One process per --data: a second one on the same directory fails at once.
+Ctrl-C stops it cleanly within 10 s: work in flight finishes, the rest is
+handed back to JetStream and resumes at the next start; a webhook request
+still unanswered at the deadline is cut, and its job comes back without
+having spent an attempt.`,
 		Example: `  scanwire run
   scanwire run --data /var/lib/scanwire --http :8080
   scanwire run --nats nats://nats:4222 --services fanout`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config(g)
+			cfg, err := f.config(cmd, g)
 			if err != nil {
 				return err
 			}
 			return runUntilDone(cmd.Context(), cfg, nil)
 		},
 	}
-	f.register(cmd, "./data", "127.0.0.1:4222", "127.0.0.1:8080")
+	f.register(cmd, defaultDataDir(), "127.0.0.1:4222", "127.0.0.1:8080")
 	return cmd
+}
+
+// pipelineNATS is the external NATS that run and demo join: only one given
+// with --nats. SCANWIRE_NATS is exported for the client commands; were run
+// to obey it too, a shell set up for them would make run skip its embedded
+// server and fail to connect, without saying why.
+func pipelineNATS(cmd *cobra.Command, g *globals, log *slog.Logger) string {
+	if cmd.Flags().Changed("nats") {
+		return g.natsURL
+	}
+	if v := os.Getenv("SCANWIRE_NATS"); v != "" {
+		log.Info("SCANWIRE_NATS is for the client commands; starting the embedded NATS server (give --nats to join an external one)",
+			"SCANWIRE_NATS", natsx.RedactURL(v))
+	}
+	return ""
 }
 
 // runUntilDone starts the pipeline and runs until ctx ends or a service
@@ -111,7 +144,7 @@ func runUntilDone(ctx context.Context, cfg app.Config, started func(context.Cont
 	if err != nil {
 		return err
 	}
-	cfg.Log.Info("scanwire running", "nats", a.ClientURL(), "services", cfg.Services)
+	cfg.Log.Info("scanwire running", "nats", natsx.RedactURL(a.ClientURL()), "services", cfg.Services)
 	var runErr error
 	if started != nil {
 		runErr = started(ctx, a)
