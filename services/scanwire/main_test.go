@@ -90,31 +90,7 @@ func TestPublishRefusesInvalidEventWithFanoutsMessage(t *testing.T) {
 	}
 	// The same event sent around the CLI is rejected by fan-out with the
 	// same reason.
-	e := events.New("acme", "//scanwire/cli", "finding.high", "s1", []byte(data))
-	if _, perr := events.Publish(context.Background(), a.JS, "scans.acme.s1.finding.high", &e); perr != nil {
-		t.Fatal(perr)
-	}
-	var reason string
-	waitFor(10*time.Second, func() bool {
-		s, serr := a.JS.Stream(context.Background(), natsx.StreamRejected)
-		if serr != nil {
-			return false
-		}
-		m, gerr := s.GetLastMsgForSubject(context.Background(), "rejected.acme")
-		if gerr != nil {
-			return false
-		}
-		reason = m.Header.Get(events.HeaderRejectReason)
-		return reason != ""
-	})
-	if reason != err.Error() {
-		t.Errorf("CLI said %q\nfan-out said %q", err, reason)
-	}
-	s, _ := a.JS.Stream(context.Background(), natsx.StreamScanEvents)
-	info, _ := s.Info(context.Background())
-	if info.State.Msgs != 1 {
-		t.Errorf("SCAN_EVENTS holds %d events; the refused one must not have been sent", info.State.Msgs)
-	}
+	sameRejection(t, a, "finding.high", data, err)
 }
 
 func TestPublishSendsValidEvent(t *testing.T) {
@@ -285,5 +261,41 @@ func TestCLIChecksInputBeforeConnecting(t *testing.T) {
 		if _, err := runCLI(t, context.Background(), c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
 		}
+	}
+}
+
+// sameRejection publishes the event the CLI refused (err) around the CLI
+// and checks that fan-out rejects it with the very words the CLI used, and
+// that the CLI sent nothing: SCAN_EVENTS holds only this copy.
+func sameRejection(t *testing.T, a *app.App, typ, data string, err error) {
+	t.Helper()
+	e := events.New("acme", "//scanwire/cli", typ, "s1", []byte(data))
+	subject, serr := events.Subject("acme", "s1", typ)
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if _, perr := events.Publish(context.Background(), a.JS, subject, &e); perr != nil {
+		t.Fatal(perr)
+	}
+	var reason string
+	waitFor(10*time.Second, func() bool {
+		s, serr := a.JS.Stream(context.Background(), natsx.StreamRejected)
+		if serr != nil {
+			return false
+		}
+		m, gerr := s.GetLastMsgForSubject(context.Background(), "rejected.acme")
+		if gerr != nil {
+			return false
+		}
+		reason = m.Header.Get(events.HeaderRejectReason)
+		return reason != ""
+	})
+	if reason != err.Error() {
+		t.Errorf("CLI said %q\nfan-out said %q", err, reason)
+	}
+	s, _ := a.JS.Stream(context.Background(), natsx.StreamScanEvents)
+	info, _ := s.Info(context.Background())
+	if info.State.Msgs != 1 {
+		t.Errorf("SCAN_EVENTS holds %d events; the refused one must not have been sent", info.State.Msgs)
 	}
 }

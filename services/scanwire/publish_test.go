@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/scanwire/scanwire/internal/app"
-	"github.com/scanwire/scanwire/internal/events"
-	"github.com/scanwire/scanwire/internal/natsx"
 )
 
 // publish judges a scan.started's callback_url as fan-out does and refuses
@@ -23,31 +20,7 @@ func TestPublishRefusesCallbackURLWithFanoutsMessage(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "invalid event: data/callback_url: egress blocked: ") || !strings.Contains(err.Error(), "embeds 127.0.0.1") {
 		t.Fatalf("publish: %v, want a refusal of data/callback_url naming 127.0.0.1", err)
 	}
-	e := events.New("acme", "//scanwire/cli", "scan.started", "s1", []byte(data))
-	if _, perr := events.Publish(context.Background(), a.JS, "scans.acme.s1.started", &e); perr != nil {
-		t.Fatal(perr)
-	}
-	var reason string
-	waitFor(10*time.Second, func() bool {
-		s, serr := a.JS.Stream(context.Background(), natsx.StreamRejected)
-		if serr != nil {
-			return false
-		}
-		m, gerr := s.GetLastMsgForSubject(context.Background(), "rejected.acme")
-		if gerr != nil {
-			return false
-		}
-		reason = m.Header.Get(events.HeaderRejectReason)
-		return reason != ""
-	})
-	if reason != err.Error() {
-		t.Errorf("CLI said %q\nfan-out said %q", err, reason)
-	}
-	s, _ := a.JS.Stream(context.Background(), natsx.StreamScanEvents)
-	info, _ := s.Info(context.Background())
-	if info.State.Msgs != 1 {
-		t.Errorf("SCAN_EVENTS holds %d events; the refused one must not have been sent", info.State.Msgs)
-	}
+	sameRejection(t, a, "scan.started", data, err)
 }
 
 // publish judges a callback_url by the running pipeline's egress policy,
