@@ -28,12 +28,12 @@ func leaksNATS(body string) bool {
 
 // withDeadLetter starts a pipeline with the gateway where acme has a
 // subscription with attempts and a dead letter, and returns them.
-func withDeadLetter(t *testing.T) (p *pipeline, subID string, dlqID uint64) {
+func withDeadLetter(t *testing.T) (p *pipeline, sub subDoc, dlqID uint64) {
 	t.Helper()
 	p = startPipeline(t, "", withGateway())
 	acme := p.api(t, acmeKey)
 	failing := newReceiver(t, func(int) int { return 500 })
-	sub := acme.createSub(map[string]any{"url": failing.URL, "events": []string{"scan.*"}, "retry": map[string]any{"schedule": []string{"50ms"}}})
+	sub = acme.createSub(map[string]any{"url": failing.URL, "events": []string{"scan.*"}, "retry": map[string]any{"schedule": []string{"50ms"}}})
 	eventually(t, 5*time.Second, func() bool { _, ok := p.Subs.Get("acme", sub.ID); return ok })
 	p.publish(t, "acme", events.TypeScanStarted, "s1", map[string]any{"scan_id": "s1", "target": "t"})
 	eventually(t, 10*time.Second, func() bool { return len(p.dlq(t)) == 1 })
@@ -45,7 +45,7 @@ func withDeadLetter(t *testing.T) (p *pipeline, subID string, dlqID uint64) {
 	if code := acme.do("GET", "/v1/dlq", nil, &dl); code != 200 || len(dl.DeadLetters) != 1 {
 		t.Fatalf("acme's DLQ: %d %+v", code, dl)
 	}
-	return p, sub.ID, dl.DeadLetters[0].ID
+	return p, sub, dl.DeadLetters[0].ID
 }
 
 // Every id in an API path is checked before it is used: one that cannot
@@ -54,7 +54,8 @@ func withDeadLetter(t *testing.T) (p *pipeline, subID string, dlqID uint64) {
 // 404 too (a scan with no records has empty stats).
 func TestMalformedIDsNeverReachNATS(t *testing.T) {
 	t.Parallel()
-	p, subID, dlqID := withDeadLetter(t)
+	p, sub, dlqID := withDeadLetter(t)
+	subID := sub.ID
 	acme, admin := p.api(t, acmeKey), p.api(t, adminKey)
 
 	malformed := []string{"*", ">", "%2A", "%3E", "a%20b", "%2F", "a%2Fb", "a.b", "acme.%3E", "sub_01KAP...", "sub_*", "sub_01KAP%2A",
@@ -129,7 +130,8 @@ func TestMalformedIDsNeverReachNATS(t *testing.T) {
 // caller's tenant; /v1/scans/*/stats with mangled records.
 func TestWildcardIDsReadNoOtherRecords(t *testing.T) {
 	t.Parallel()
-	p, subID, _ := withDeadLetter(t)
+	p, sub, _ := withDeadLetter(t)
+	subID := sub.ID
 	acme := p.api(t, acmeKey)
 	var list struct {
 		Attempts []json.RawMessage `json:"attempts"`
