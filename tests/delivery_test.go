@@ -154,7 +154,7 @@ func TestAlwaysFailingReceiverEndsInDLQ(t *testing.T) {
 		t.Errorf("reason %q, want %q", dl.Reason, want)
 	}
 	// The work queue holds nothing once the job is dead-lettered.
-	if msgs := p.readStream(t, "DELIVERIES"); len(msgs) != 0 {
+	if msgs := p.jobs(t); len(msgs) != 0 {
 		t.Errorf("DELIVERIES still holds %d jobs", len(msgs))
 	}
 }

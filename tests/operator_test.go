@@ -189,7 +189,7 @@ func TestDeadLetteredTestIsReportedAtOnce(t *testing.T) {
 	sub := acme.createSub(map[string]any{"url": r.URL, "events": []string{"scan.started"}})
 	answer := make(chan testAnswer, 1)
 	go func() { answer <- acme.test(sub.ID) }()
-	eventually(t, 10*time.Second, func() bool { return len(p.readStream(t, natsx.StreamDeliveries)) == 1 })
+	eventually(t, 10*time.Second, func() bool { return len(p.jobs(t)) == 1 })
 	if code := acme.do("PATCH", "/v1/subscriptions/"+sub.ID, map[string]any{"disabled": true, "disabled_reason": "endpoint moving"}, nil); code != 200 {
 		t.Fatalf("disable: %d", code)
 	}
@@ -259,7 +259,7 @@ func TestWebhookTestForMissingSubscriptionIsRejected(t *testing.T) {
 	if len(rejected) != 1 || rejected[0] != want {
 		t.Errorf("REJECTED holds %q, want %q", rejected, want)
 	}
-	if n := len(p.readStream(t, natsx.StreamDeliveries)); n != 0 {
+	if n := len(p.jobs(t)); n != 0 {
 		t.Errorf("%d jobs queued for a missing subscription", n)
 	}
 }
