@@ -84,8 +84,8 @@ type Secret struct {
 
 // FieldError is a user-facing validation error: the field, and what to do.
 type FieldError struct {
-	Field   string
-	Message string
+	Field   string `json:"field"`
+	Message string `json:"message"`
 }
 
 func (e *FieldError) Error() string { return "subscription." + e.Field + ": " + e.Message }

@@ -256,6 +256,7 @@ func TestCLIChecksInputBeforeConnecting(t *testing.T) {
 		{[]string{"dlq", "list", nowhere, "--subscription", "sub_1"}, "--subscription needs --tenant"},
 		{[]string{"dlq", "replay", nowhere, "1", "x"}, `"x" is not a dead letter id`},
 		{[]string{"subs", "update", nowhere, "sub_1"}, "nothing to change"},
+		{[]string{"subs", "update", nowhere, "sub_1", "--reason", "moving"}, "give --disable too"},
 		{[]string{"publish", nowhere, "--tenant", "acme", "--type", "scan.started", "--scan", "s1", "--data", "{}"}, "invalid event"},
 	} {
 		if _, err := runCLI(t, context.Background(), c.args...); err == nil || !strings.Contains(err.Error(), c.want) {

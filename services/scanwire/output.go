@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/scanwire/scanwire/internal/attempts"
 )
@@ -31,10 +32,13 @@ func newTable(w io.Writer, header string) *tabwriter.Writer {
 // cut with an ellipsis.
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n] + "…"
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n-- // never cut a character in two
+	}
+	return s[:n] + "…"
 }
 
 // describe says how an attempt went: the HTTP status or the error, the

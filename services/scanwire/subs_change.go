@@ -74,6 +74,9 @@ func (f *subsUpdateFlags) patch(changed func(flag string) bool) ([]byte, error) 
 	set("profile", "profile", f.profile)
 	set("retry", "retry", map[string]any{"schedule": f.schedule})
 	set("targets", "filter", map[string]any{"targets": f.targets})
+	if changed("reason") && !f.disable {
+		return nil, errors.New("--reason says why with --disable; give --disable too")
+	}
 	if f.disable {
 		patch["disabled"], patch["disabled_reason"] = true, f.disabledReason
 	}
