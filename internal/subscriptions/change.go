@@ -71,8 +71,13 @@ func mergePatch(target, patch map[string]any) map[string]any {
 	return target
 }
 
+// MaxSecrets is how many secrets a subscription holds at most; the schema
+// (schemas/subscription.json, secrets maxItems) states the same number.
+const MaxSecrets = 10
+
 // Rotate makes a new secret the signing one and lets the others sign
-// until now+overlap (0: they stop at once). secret empty generates one. It
+// until now+overlap (0: they stop at once), the newest MaxSecrets-1 of
+// them. secret empty generates one. It
 // goes through Change, which re-applies it on a concurrent change, since a
 // rotation is not a user's edit that could overwrite another's. The
 // returned document carries the new secret first: show it once.
@@ -87,6 +92,9 @@ func (st *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Dur
 		now := time.Now().UTC().Truncate(time.Second)
 		until := now.Add(overlap)
 		old := s.liveSecrets(now)
+		// The schema allows MaxSecrets; past it the oldest retire now, so
+		// a rotation (a leaked secret) never fails for their number.
+		old = old[:min(len(old), MaxSecrets-1)]
 		s.Secrets = []Secret{{Secret: secret, Created: now}}
 		for _, o := range old {
 			if o.Expires == nil || o.Expires.After(until) {

@@ -2,8 +2,10 @@ package subscriptions
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -111,5 +113,38 @@ func TestCreateNamesDNSAsTheLikelyCause(t *testing.T) {
 	_, err = st.Create(ctx, Subscription{Tenant: "acme", URL: "https://internal.example.com/x", Events: []string{"scan.started"}})
 	if err == nil || !strings.Contains(err.Error(), "resolves only to blocked addresses") || strings.Contains(err.Error(), "DNS may be") {
 		t.Errorf("blocked: %v", err)
+	}
+}
+
+// A rotation never fails for the number of secrets: rotated again and
+// again within the overlap, a subscription keeps the newest MaxSecrets,
+// the newest signing, and the schema's limit states the same number.
+func TestRotateManyTimesWithinTheOverlap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := &dns{names: map[string]netip.Addr{"hooks.example.com": netip.MustParseAddr("93.184.216.34")}}
+	st := NewStore(natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketSubscriptions), &egress.Policy{Resolver: d})
+	s, err := st.Create(ctx, Subscription{Tenant: "acme", URL: "https://hooks.example.com/x", Events: []string{"scan.started"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *Subscription
+	for i := range MaxSecrets + 3 {
+		if last, err = st.Rotate(ctx, "acme", s.ID, 24*time.Hour, ""); err != nil {
+			t.Fatalf("rotation %d: %v", i+1, err)
+		}
+	}
+	if n := len(last.Secrets); n != MaxSecrets {
+		t.Errorf("%d secrets after %d rotations, want the newest %d", n, MaxSecrets+3, MaxSecrets)
+	}
+	if last.Secrets[0].Expires != nil {
+		t.Errorf("the newest secret expires at %v; it signs until the next rotation", last.Secrets[0].Expires)
+	}
+	schema, err := os.ReadFile("../../schemas/subscription.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"maxItems": %d,`, MaxSecrets); !strings.Contains(string(schema), want) {
+		t.Errorf("schemas/subscription.json does not state %s for secrets", want)
 	}
 }
