@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -29,6 +30,21 @@ import (
 // measures a bare JetStream publish-and-consume loop on the same server
 // settings, and reports our event rate as a fraction of it.
 //
+// It also shows the writes, from the server's own statistics (each
+// stream's LastSeq and message count, KV buckets included, before the run
+// and once the pipeline has settled after it; writes_test.go says what
+// counts and why): per delivered webhook, the messages each stream stored
+// (<stream>-stored/delivery), the jobs removed from the DELIVERIES work
+// queue (DELIVERIES-removed/delivery), all of them together
+// (writes/delivery: with sync_interval always each is an fsync unless it
+// was part of an atomic batch), the account's JetStream API calls
+// (api-calls/delivery); the bare loop's
+// writes per message (bare-writes/msg), deliveries/s over the bare loop's
+// msgs/s (deliveries-ratio-to-bare; ratio-to-bare is events/s over it),
+// the ratio of writes per delivery to writes per bare message
+// (writes-ratio-to-bare), and both as rates (writes/s, bare-writes/s:
+// with fsync on every write, the fsyncs a second each sustained).
+//
 //	go test ./tests -run '^$' -bench Pipeline -benchtime 3000x
 func BenchmarkPipeline(b *testing.B) {
 	for _, mode := range []struct {
@@ -44,22 +60,32 @@ func BenchmarkPipeline(b *testing.B) {
 					ids = append(ids, p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID)
 				}
 				evs := benchEvents(b, rec, ids, b.N)
+				before := readStoreStats(b, p.Server)
 				b.ResetTimer()
 				start := time.Now()
 				publishAll(b, p.JS, evs, rec.sent, 0)
 				rec.wait(b)
 				elapsed := time.Since(start)
 				b.StopTimer()
+				writes := diffStoreStats(before, settle(b, p.Server))
 
 				rate := float64(b.N) / elapsed.Seconds()
+				deliveries := b.N * subs
 				p50, p99 := rec.percentiles()
 				b.ReportMetric(rate, "events/s")
 				b.ReportMetric(rate*float64(subs), "deliveries/s")
 				b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 				b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
-				bare := bareJetStream(b, p.JS, b.N)
+				writes.report(b, deliveries)
+				b.ReportMetric(float64(writes.total())/elapsed.Seconds(), "writes/s")
+				bare, bareWrites := bareJetStream(b, p.JS, p.Server, b.N)
 				b.ReportMetric(bare, "bare-msgs/s")
 				b.ReportMetric(rate/bare, "ratio-to-bare")
+				b.ReportMetric(rate*float64(subs)/bare, "deliveries-ratio-to-bare")
+				bareWritesPerMsg := float64(bareWrites) / float64(b.N)
+				b.ReportMetric(bareWritesPerMsg, "bare-writes/msg")
+				b.ReportMetric(bare*bareWritesPerMsg, "bare-writes/s")
+				b.ReportMetric(float64(writes.total())/float64(deliveries)/bareWritesPerMsg, "writes-ratio-to-bare")
 			})
 		}
 	}
@@ -348,8 +374,11 @@ func (r *latencyReceiver) percentiles() (p50, p99 time.Duration) {
 }
 
 // bareJetStream is the yardstick: n messages published asynchronously to a
-// file stream and consumed with explicit acks, on the same server.
-func bareJetStream(b *testing.B, js jetstream.JetStream, n int) float64 {
+// file stream and consumed with explicit acks, on the same server. It
+// returns its rate in messages a second and the writes the server made
+// meanwhile (n stored messages: the stream keeps them by limits, so an ack
+// removes nothing).
+func bareJetStream(b *testing.B, js jetstream.JetStream, ns *server.Server, n int) (float64, uint64) {
 	b.Helper()
 	ctx := context.Background()
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BARE", Subjects: []string{"bare.>"}, Storage: jetstream.FileStorage}); err != nil {
@@ -367,6 +396,7 @@ func bareJetStream(b *testing.B, js jetstream.JetStream, n int) float64 {
 		b.Fatal(err)
 	}
 	defer cc.Stop()
+	before := readStoreStats(b, ns)
 	start := time.Now()
 	for range n {
 		if _, err := js.PublishAsync("bare.x", payload, jetstream.WithStallWait(10*time.Second)); err != nil {
@@ -376,5 +406,6 @@ func bareJetStream(b *testing.B, js jetstream.JetStream, n int) float64 {
 	for range n {
 		<-got
 	}
-	return float64(n) / time.Since(start).Seconds()
+	rate := float64(n) / time.Since(start).Seconds()
+	return rate, diffStoreStats(before, readStoreStats(b, ns)).total()
 }
