@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,11 +31,67 @@ const (
 
 func (r deferReason) String() string { return string(r) }
 
-// scheduledDeferralRate bounds how many deferred jobs stored as scheduled
-// messages fall due a second, per delivery process (see deferJob): about
-// 400 synchronous writes a second at most, a fifth of what a disk that
-// fsyncs every write in half a millisecond can do.
+// scheduledDeferralRate bounds how many of one tenant's deferred jobs
+// stored as scheduled messages fall due a second, per delivery process (see
+// deferJob): about 400 synchronous writes a second for a tenant with a
+// backlog, a fifth of what a disk that fsyncs every write in half a
+// millisecond can do.
 const scheduledDeferralRate = 100
+
+// deferrals counts the deferred jobs whose delay has not run out: naked
+// (handed back with a nak) and scheduled (stored as scheduled messages),
+// in all and per tenant. One tenant's backlog must not spend another's
+// naked budget, nor push another's scheduled jobs behind its own.
+type deferrals struct {
+	mu                   sync.Mutex
+	naked                int
+	nakedBy, scheduledBy map[string]int
+}
+
+// takeNaked reserves a naked deferral for tenant, if fewer than limit are
+// out in all and fewer than a quarter of limit are the tenant's.
+func (c *deferrals) takeNaked(tenant string, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.naked >= limit || c.nakedBy[tenant] >= max(1, limit/4) {
+		return false
+	}
+	if c.nakedBy == nil {
+		c.nakedBy = map[string]int{}
+	}
+	c.naked++
+	c.nakedBy[tenant]++
+	return true
+}
+
+func (c *deferrals) releaseNaked(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.naked--
+	if c.nakedBy[tenant]--; c.nakedBy[tenant] <= 0 {
+		delete(c.nakedBy, tenant)
+	}
+}
+
+// takeScheduled counts one more of tenant's scheduled deferrals and says
+// how many it has out, this one included.
+func (c *deferrals) takeScheduled(tenant string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.scheduledBy == nil {
+		c.scheduledBy = map[string]int{}
+	}
+	c.scheduledBy[tenant]++
+	return c.scheduledBy[tenant]
+}
+
+func (c *deferrals) releaseScheduled(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.scheduledBy[tenant]--; c.scheduledBy[tenant] <= 0 {
+		delete(c.scheduledBy, tenant)
+	}
+}
 
 // deferJob hands a job the gate refused back for later, without spending
 // an attempt. It waits as long as its endpoint has been slow (DeferDelay
@@ -44,7 +101,8 @@ const scheduledDeferralRate = 100
 // is handed back in one of two ways:
 //
 //   - Naked with that delay, while fewer than MaxNaked deferred jobs are
-//     out: no message is written (the consumer's state is written at most
+//     out, and fewer than a quarter of that are the job's tenant's: no
+//     message is written (the consumer's state is written at most
 //     ten times a second whatever the naks), so deferring a backlog costs
 //     the disk nothing, and the jobs refused again when they come back
 //     are refused at once. Naked jobs count against MaxAckPending, hence
@@ -56,21 +114,21 @@ const scheduledDeferralRate = 100
 //     out everyone's jobs. It comes back behind the jobs queued meanwhile.
 //     The price is about four synchronous writes per deferral (the copy,
 //     the original's removal, and when it falls due the job and the
-//     schedule's removal), so these jobs are spread out to fall due at
-//     most scheduledDeferralRate a second: the k-th one out waits at least
-//     k/scheduledDeferralRate seconds. However large the backlog, it costs
-//     about 4×scheduledDeferralRate writes a second once it has been
-//     stored.
+//     schedule's removal), so each tenant's are spread out to fall due at
+//     most scheduledDeferralRate a second: the tenant's k-th one out waits
+//     at least k/scheduledDeferralRate seconds. However large a tenant's
+//     backlog, it costs about 4×scheduledDeferralRate writes a second once
+//     it has been stored, and another tenant's deferred job is not spaced
+//     behind it.
 func (d *Delivery) deferJob(msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job, r refusal) natsx.Outcome {
-	delay := d.deferDelay(r)
-	if d.naked.Add(1) <= int64(d.cfg.MaxNaked) {
-		time.AfterFunc(delay, func() { d.naked.Add(-1) })
+	delay, tenant := d.deferDelay(r), job.Tenant
+	if d.deferred.takeNaked(tenant, d.cfg.MaxNaked) {
+		time.AfterFunc(delay, func() { d.deferred.releaseNaked(tenant) })
 		return natsx.DeferFor(delay, r.reason)
 	}
-	d.naked.Add(-1)
-	n := d.scheduled.Add(1)
+	n := d.deferred.takeScheduled(tenant)
 	delay = max(delay, time.Duration(n)*time.Second/scheduledDeferralRate)
-	time.AfterFunc(delay, func() { d.scheduled.Add(-1) })
+	time.AfterFunc(delay, func() { d.deferred.releaseScheduled(tenant) })
 	m, opts, err := scheduledCopy(msg, meta, job, delay)
 	if err != nil {
 		return natsx.RetryAfter(delay, r.reason, err, nil)

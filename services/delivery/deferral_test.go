@@ -27,7 +27,7 @@ import (
 func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t, Config{SlowBudget: 1, DeferDelay: time.Second, DeferMax: 2 * time.Second, MaxNaked: 1})
-	fx.d.naked.Store(1) // one deferred job is out naked already
+	fx.d.deferred.takeNaked("other", 1) // one deferred job is out naked already
 	rc := newReceiver(t, status(http.StatusOK))
 	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
 	// The host is known slow, and another tenant's request to it holds the
@@ -97,11 +97,11 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 }
 
 // Deferred jobs are naked (no message written) up to MaxNaked of them at
-// once; beyond that they are stored as scheduled messages, so naked jobs
-// never fill MaxAckPending.
+// once, a quarter of that per tenant; beyond that they are stored as
+// scheduled messages, so naked jobs never fill MaxAckPending.
 func TestNakedDeferralsBounded(t *testing.T) {
 	t.Parallel()
-	fx := newFixture(t, Config{MaxNaked: 2, DeferDelay: time.Minute})
+	fx := newFixture(t, Config{MaxNaked: 8, DeferDelay: time.Minute})
 	rc := newReceiver(t, status(http.StatusOK))
 	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
 	for range 3 {
@@ -125,7 +125,7 @@ func TestNakedDeferralsBounded(t *testing.T) {
 		verdicts = append(verdicts, o.Verdict())
 	}
 	if want := []natsx.Verdict{natsx.Defer, natsx.Defer, natsx.Retry}; !slices.Equal(verdicts, want) {
-		t.Errorf("verdicts %v, want %v: two naked (MaxNaked), then scheduled", verdicts, want)
+		t.Errorf("verdicts %v, want %v: two naked (the tenant's quarter of MaxNaked), then scheduled", verdicts, want)
 	}
 }
 
@@ -135,8 +135,10 @@ func TestNakedDeferralsBounded(t *testing.T) {
 func TestScheduledDeferralsSpreadOut(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t, Config{MaxNaked: 1})
-	fx.d.naked.Store(1)
-	fx.d.scheduled.Store(999)
+	fx.d.deferred.takeNaked("other", 1)
+	for range 999 {
+		fx.d.deferred.takeScheduled("acme")
+	}
 	rc := newReceiver(t, status(http.StatusOK))
 	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
 	q := fx.queue(t, sub)
@@ -192,4 +194,33 @@ func scrape(t *testing.T, fx *fixture) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// One tenant's deferrals spend neither another tenant's naked budget nor
+// its place in the scheduled spacing: with a hostile tenant's quarter of
+// the naked budget and a thousand scheduled deferrals out, a healthy
+// tenant's job is still naked, and once the naked budget is spent its
+// scheduled copy is due as soon as its own delay allows.
+func TestDeferralsArePerTenant(t *testing.T) {
+	t.Parallel()
+	var c deferrals
+	for c.takeNaked("hostile", 8) {
+	}
+	if c.nakedBy["hostile"] != 2 {
+		t.Fatalf("a tenant took %d of a naked budget of 8, want a quarter (2)", c.nakedBy["hostile"])
+	}
+	if !c.takeNaked("healthy", 8) {
+		t.Error("a healthy tenant found the naked budget spent by another's backlog")
+	}
+	for range 1000 {
+		c.takeScheduled("hostile")
+	}
+	if n := c.takeScheduled("healthy"); n != 1 {
+		t.Errorf("a healthy tenant's scheduled deferral is number %d, want 1: spaced behind another's backlog", n)
+	}
+	c.releaseScheduled("healthy")
+	c.releaseNaked("healthy")
+	if _, ok := c.nakedBy["healthy"]; ok {
+		t.Error("a tenant with nothing out still has an entry")
+	}
 }

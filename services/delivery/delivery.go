@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -167,14 +166,12 @@ type Delivery struct {
 	gate     *gate
 	health   *health
 	tel      *telemetry.Telemetry
-	// deferred counts the jobs deferred, by reason.
-	writes *natsx.Writes
-	// naked and scheduled count the deferred jobs handed back with a nak,
-	// and stored as scheduled messages, whose delay has not run out (see
+	writes   *natsx.Writes
+	// deferred counts the deferred jobs out, in all and per tenant (see
 	// deferJob).
-	naked, scheduled atomic.Int64
-	log              *slog.Logger
-	cfg              Config
+	deferred deferrals
+	log      *slog.Logger
+	cfg      Config
 }
 
 // Deps are what delivery works with.
