@@ -43,9 +43,13 @@ const scheduledDeferralRate = 100
 // in all and per tenant. One tenant's backlog must not spend another's
 // naked budget, nor push another's scheduled jobs behind its own.
 type deferrals struct {
-	mu                   sync.Mutex
-	naked                int
-	nakedBy, scheduledBy map[string]int
+	mu      sync.Mutex
+	naked   int
+	nakedBy map[string]int
+	// nextDue is, per tenant, the earliest time its next scheduled
+	// deferral may fall due: a slot time, not a timer per deferral, so a
+	// backlog of a million costs one map entry.
+	nextDue map[string]time.Time
 }
 
 // takeNaked reserves a naked deferral for tenant, if fewer than limit are
@@ -73,24 +77,28 @@ func (c *deferrals) releaseNaked(tenant string) {
 	}
 }
 
-// takeScheduled counts one more of tenant's scheduled deferrals and says
-// how many it has out, this one included.
-func (c *deferrals) takeScheduled(tenant string) int {
+// takeSlot returns when tenant's next scheduled deferral may fall due, at
+// the earliest: its slots are 1/scheduledDeferralRate apart, from now on.
+// Tenants whose slots are all past are forgotten.
+func (c *deferrals) takeSlot(tenant string, now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.scheduledBy == nil {
-		c.scheduledBy = map[string]int{}
+	if c.nextDue == nil {
+		c.nextDue = map[string]time.Time{}
 	}
-	c.scheduledBy[tenant]++
-	return c.scheduledBy[tenant]
-}
-
-func (c *deferrals) releaseScheduled(tenant string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.scheduledBy[tenant]--; c.scheduledBy[tenant] <= 0 {
-		delete(c.scheduledBy, tenant)
+	if len(c.nextDue) > 1000 { // keep only tenants with slots ahead
+		for t, due := range c.nextDue {
+			if due.Before(now) {
+				delete(c.nextDue, t)
+			}
+		}
 	}
+	slot := now
+	if due := c.nextDue[tenant]; due.After(now) {
+		slot = due
+	}
+	c.nextDue[tenant] = slot.Add(time.Second / scheduledDeferralRate)
+	return slot
 }
 
 // deferJob hands a job the gate refused back for later, without spending
@@ -115,8 +123,8 @@ func (c *deferrals) releaseScheduled(tenant string) {
 //     The price is about four synchronous writes per deferral (the copy,
 //     the original's removal, and when it falls due the job and the
 //     schedule's removal), so each tenant's are spread out to fall due at
-//     most scheduledDeferralRate a second: the tenant's k-th one out waits
-//     at least k/scheduledDeferralRate seconds. However large a tenant's
+//     most scheduledDeferralRate a second: one slot time per tenant, each
+//     deferral taking the next slot. However large a tenant's
 //     backlog, it costs about 4×scheduledDeferralRate writes a second once
 //     it has been stored, and another tenant's deferred job is not spaced
 //     behind it.
@@ -126,9 +134,8 @@ func (d *Delivery) deferJob(msg jetstream.Msg, meta *jetstream.MsgMetadata, job 
 		time.AfterFunc(delay, func() { d.deferred.releaseNaked(tenant) })
 		return natsx.DeferFor(delay, r.reason)
 	}
-	n := d.deferred.takeScheduled(tenant)
-	delay = max(delay, time.Duration(n)*time.Second/scheduledDeferralRate)
-	time.AfterFunc(delay, func() { d.deferred.releaseScheduled(tenant) })
+	now := time.Now()
+	delay = max(delay, d.deferred.takeSlot(tenant, now).Sub(now))
 	m, opts, err := scheduledCopy(msg, meta, job, delay)
 	if err != nil {
 		return natsx.RetryAfter(delay, r.reason, err, nil)

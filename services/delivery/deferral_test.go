@@ -137,7 +137,7 @@ func TestScheduledDeferralsSpreadOut(t *testing.T) {
 	fx := newFixture(t, Config{MaxNaked: 1})
 	fx.d.deferred.takeNaked("other", 1)
 	for range 999 {
-		fx.d.deferred.takeScheduled("acme")
+		fx.d.deferred.takeSlot("acme", time.Now())
 	}
 	rc := newReceiver(t, status(http.StatusOK))
 	sub := fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rc.URL + "/hook", Events: []string{"*"}})
@@ -212,13 +212,16 @@ func TestDeferralsArePerTenant(t *testing.T) {
 	if !c.takeNaked("healthy", 8) {
 		t.Error("a healthy tenant found the naked budget spent by another's backlog")
 	}
+	now := time.Now()
 	for range 1000 {
-		c.takeScheduled("hostile")
+		c.takeSlot("hostile", now)
 	}
-	if n := c.takeScheduled("healthy"); n != 1 {
-		t.Errorf("a healthy tenant's scheduled deferral is number %d, want 1: spaced behind another's backlog", n)
+	if due := c.takeSlot("hostile", now); due.Sub(now) != 10*time.Second {
+		t.Errorf("the hostile tenant's 1,001st scheduled deferral is due in %s, want 10s (100 a second)", due.Sub(now))
 	}
-	c.releaseScheduled("healthy")
+	if due := c.takeSlot("healthy", now); !due.Equal(now) {
+		t.Errorf("a healthy tenant's scheduled deferral is due in %s, want now: spaced behind another's backlog", due.Sub(now))
+	}
 	c.releaseNaked("healthy")
 	if _, ok := c.nakedBy["healthy"]; ok {
 		t.Error("a tenant with nothing out still has an entry")
