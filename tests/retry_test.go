@@ -157,7 +157,11 @@ func TestHungEndpointDoesNotStarveOthers(t *testing.T) {
 		queued = append(queued, eventMsg(t, "acme", events.TypeFindingHigh, scan, finding(scan, "t", 7, "x")))
 	}
 	publishBurst(t, p.JS, queued)
-	eventually(t, 10*time.Second, func() bool { return hung.Load() >= 4 })
+	// A holds what the gate leaves it: up to its per-host cap (4) while it
+	// is not yet known slow, then the tenant's half of the slow budget (2)
+	// once a request has hung for a second. Which, depends on how fast the
+	// machine starts the first requests.
+	eventually(t, 10*time.Second, func() bool { return hung.Load() >= 2 })
 	var healthy []*nats.Msg
 	for i := range 20 {
 		scan := "b" + string(rune('a'+i))
