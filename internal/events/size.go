@@ -28,7 +28,7 @@ func (v *validator) size(e *event.Event) bool {
 		if err != nil {
 			return true // data that is not JSON: the data check says so
 		}
-		n = len(b)
+		n, v.structured = len(b), b
 	}
 	if n <= MaxEventSize {
 		return true

@@ -212,3 +212,22 @@ func sameJSON(a, b []byte) bool {
 	db.UseNumber()
 	return da.Decode(&x) == nil && db.Decode(&y) == nil && reflect.DeepEqual(x, y)
 }
+
+// ValidateEncoded hands back the very encoding Structured makes, so fan-out
+// encodes each event once; an invalid event gets no encoding.
+func TestValidateEncodedIsStructured(t *testing.T) {
+	e := New("acme", "//scanners/zap", TypeFindingHigh, "s1", []byte(findingXSS))
+	addr := Address{Tenant: "acme", ScanID: "s1", Kind: "finding.high"}
+	got, err := ValidateEncoded(addr, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Structured(&e)
+	if !bytes.Equal(got, want) {
+		t.Errorf("ValidateEncoded\n got %s\nwant %s", got, want)
+	}
+	e.SetSubject("s2") // disagrees with the subject
+	if b, err := ValidateEncoded(addr, &e); err == nil || b != nil {
+		t.Errorf("invalid event: %q, %v; want no encoding and the error", b, err)
+	}
+}

@@ -56,21 +56,33 @@ var dataSchemas = map[string]string{
 // `scanwire publish` all call it, so a scanner sees one message for one
 // mistake whichever door it used.
 func Validate(addr Address, e *event.Event) error {
+	_, err := ValidateEncoded(addr, e)
+	return err
+}
+
+// ValidateEncoded is Validate that also returns the event's structured
+// encoding (Structured), which the size check makes anyway: fan-out stores
+// it in every job, and need not encode the event a second time.
+func ValidateEncoded(addr Address, e *event.Event) ([]byte, error) {
 	v := &validator{}
 	v.attributes(e)
 	v.consistency(addr, e)
 	if v.size(e) {
 		v.data(e)
 	}
-	if len(v.problems) == 0 {
-		return nil
+	if len(v.problems) > 0 {
+		return nil, &InvalidError{Problems: v.problems, TooLarge: v.tooLarge}
 	}
-	return &InvalidError{Problems: v.problems, TooLarge: v.tooLarge}
+	if v.structured == nil { // not reached: valid data always encodes
+		return Structured(e)
+	}
+	return v.structured, nil
 }
 
 type validator struct {
-	problems []Problem
-	tooLarge bool
+	problems   []Problem
+	tooLarge   bool
+	structured []byte // the size check's Structured(e)
 }
 
 // maxAmbiguities bounds the data problems of one kind that an error

@@ -229,7 +229,7 @@ func (f *Fanout) read(ctx context.Context, msg jetstream.Msg) (*incoming, events
 	if in.e, err = events.FromMsg(msg.Headers(), msg.Data()); err != nil {
 		return in, events.RejectUndecodable, err
 	}
-	if err := events.Validate(in.addr, in.e); err != nil {
+	if in.structured, err = events.ValidateEncoded(in.addr, in.e); err != nil {
 		return in, events.RejectInvalid, err
 	}
 	_ = json.Unmarshal(in.e.Data(), &in.data) // valid: the fields have their schema's types
@@ -239,9 +239,6 @@ func (f *Fanout) read(ctx context.Context, msg jetstream.Msg) (*incoming, events
 		}
 	}
 	in.key = events.KeyOf(in.e)
-	if in.structured, err = events.Structured(in.e); err != nil {
-		return in, events.RejectUndecodable, err
-	}
 	return in, "", nil
 }
 
