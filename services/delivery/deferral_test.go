@@ -42,9 +42,9 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	q := fx.queue(t, sub)
 
 	log := fx.consume(t)
-	s := log.wait(t, 1)[0]
-	if s.err != nil || s.outcome.Verdict() != natsx.Retry || s.outcome.Reason() != deferSlow {
-		t.Fatalf("outcome %s settled with %v, want retry (endpoint_slow) with a scheduled copy", s.outcome, s.err)
+	s := log.Wait(t, 1)[0]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Retry || s.Outcome.Reason() != deferSlow {
+		t.Fatalf("outcome %s settled with %v, want retry (endpoint_slow) with a scheduled copy", s.Outcome, s.Err)
 	}
 	if n := len(rc.requests()); n != 0 {
 		t.Errorf("receiver got %d requests, want none: a deferred job is not attempted", n)
@@ -84,9 +84,9 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	// The budget is free again and the host answered quickly: the copy,
 	// due within DeferMax and a half, is delivered as attempt 1.
 	held.release(false)
-	s = log.wait(t, 2)[1]
-	if s.err != nil || s.outcome.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s settled with %v, want done", s.outcome, s.err)
+	s = log.Wait(t, 2)[1]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s settled with %v, want done", s.Outcome, s.Err)
 	}
 	if reqs := rc.requests(); len(reqs) != 1 || reqs[0].Header.Get("Webhook-Id") != q.job.WebhookID {
 		t.Errorf("receiver got %d requests, want the job %s once", len(reqs), q.job.WebhookID)

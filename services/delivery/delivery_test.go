@@ -178,52 +178,11 @@ func (fx *fixture) fetch(t *testing.T, n int) []jetstream.Msg {
 	return out
 }
 
-// settledOutcome is what the consume loop reported of one job.
-type settledOutcome struct {
-	subject string
-	outcome natsx.Outcome
-	err     error
-}
-
-type settledLog struct {
-	mu  sync.Mutex
-	got []settledOutcome
-}
-
-// wait returns the first n outcomes once there are n.
-func (l *settledLog) wait(t *testing.T, n int) []settledOutcome {
+// consume runs the real consume loop over fx.d's handler and settled
+// hook, as Run does, recording each settlement.
+func (fx *fixture) consume(t *testing.T) *natsxtest.Settled {
 	t.Helper()
-	var got []settledOutcome
-	natsxtest.Eventually(t, fmt.Sprintf("%d settled jobs", n), func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		got = slices.Clone(l.got)
-		return len(got) >= n
-	})
-	return got[:n]
-}
-
-// consume runs the real consume loop (natsx.Consume, which settles every
-// outcome: stores retry copies and dead letters, acks, terms) over the
-// handler and settled hook of fx.d, as Run does, recording each outcome.
-func (fx *fixture) consume(t *testing.T) *settledLog {
-	t.Helper()
-	cons := fx.consumer(t)
-	log := &settledLog{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = natsx.Consume(ctx, cons, fx.d.handle, natsx.Options{Workers: 4, JS: fx.js, Log: slog.New(slog.DiscardHandler),
-			Settled: func(ctx context.Context, msg jetstream.Msg, o natsx.Outcome, err error) {
-				fx.d.settled(ctx, msg, o, err)
-				log.mu.Lock()
-				log.got = append(log.got, settledOutcome{subject: msg.Subject(), outcome: o, err: err})
-				log.mu.Unlock()
-			}})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return log
+	return natsxtest.Consume(t, fx.js, fx.consumer(t), fx.d.handle, fx.d.settled)
 }
 
 // attemptsOf flushes the attempt log and returns the records of sub.
@@ -299,9 +258,9 @@ func TestDeliveredOn200(t *testing.T) {
 	q := fx.queue(t, sub)
 
 	log := fx.consume(t)
-	s := log.wait(t, 1)[0]
-	if s.err != nil || s.outcome.Verdict() != natsx.Done {
-		t.Fatalf("outcome %s settled with %v, want done", s.outcome, s.err)
+	s := log.Wait(t, 1)[0]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s settled with %v, want done", s.Outcome, s.Err)
 	}
 	reqs := rc.requests()
 	if len(reqs) != 1 {
@@ -347,9 +306,9 @@ func TestRetryScheduledOn503(t *testing.T) {
 	q := fx.queue(t, sub)
 
 	log := fx.consume(t)
-	s := log.wait(t, 1)[0]
-	if s.err != nil || s.outcome.Verdict() != natsx.Retry || s.outcome.Reason() == nil || s.outcome.Reason().String() != "attempt_failed" {
-		t.Fatalf("outcome %s settled with %v, want retry (attempt_failed)", s.outcome, s.err)
+	s := log.Wait(t, 1)[0]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Retry || s.Outcome.Reason() == nil || s.Outcome.Reason().String() != "attempt_failed" {
+		t.Fatalf("outcome %s settled with %v, want retry (attempt_failed)", s.Outcome, s.Err)
 	}
 	var left []*jetstream.RawStreamMsg
 	natsxtest.Eventually(t, "the job to be replaced by its retry", func() bool {
@@ -405,9 +364,9 @@ func TestGoneDeadLettersAndDisables(t *testing.T) {
 	q := fx.queue(t, sub)
 
 	log := fx.consume(t)
-	s := log.wait(t, 1)[0]
-	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonGone {
-		t.Fatalf("outcome %s settled with %v, want reject (gone)", s.outcome, s.err)
+	s := log.Wait(t, 1)[0]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Reject || s.Outcome.Reason() != dlq.ReasonGone {
+		t.Fatalf("outcome %s settled with %v, want reject (gone)", s.Outcome, s.Err)
 	}
 	var dead []*jetstream.RawStreamMsg
 	natsxtest.Eventually(t, "the dead letter", func() bool {
@@ -445,9 +404,9 @@ func TestGoneDeadLettersAndDisables(t *testing.T) {
 		return ok && s.Disabled
 	})
 	fx.queue(t, sub)
-	s = log.wait(t, 2)[1]
-	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != dlq.ReasonSubscriptionDisabled {
-		t.Errorf("next job: outcome %s settled with %v, want reject (subscription_disabled)", s.outcome, s.err)
+	s = log.Wait(t, 2)[1]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Reject || s.Outcome.Reason() != dlq.ReasonSubscriptionDisabled {
+		t.Errorf("next job: outcome %s settled with %v, want reject (subscription_disabled)", s.Outcome, s.Err)
 	}
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("receiver got %d requests, want only the first", n)
@@ -485,9 +444,9 @@ func TestDeletedSubscriptionDeadLetters(t *testing.T) {
 func (fx *fixture) consumeDeadLetter(t *testing.T, want dlq.Reason) (dlq.DeadLetter, int) {
 	t.Helper()
 	log := fx.consume(t)
-	s := log.wait(t, 1)[0]
-	if s.err != nil || s.outcome.Verdict() != natsx.Reject || s.outcome.Reason() != want {
-		t.Fatalf("outcome %s settled with %v, want reject (%s)", s.outcome, s.err, want)
+	s := log.Wait(t, 1)[0]
+	if s.Err != nil || s.Outcome.Verdict() != natsx.Reject || s.Outcome.Reason() != want {
+		t.Fatalf("outcome %s settled with %v, want reject (%s)", s.Outcome, s.Err, want)
 	}
 	var dead []*jetstream.RawStreamMsg
 	natsxtest.Eventually(t, "the dead letter", func() bool {

@@ -180,28 +180,10 @@ func (fx *fixture) handle(t *testing.T, m jetstream.Msg) natsx.Outcome {
 	return fx.f.handle(ctx, m)
 }
 
-// settledOutcome is what the consume loop reported of one event.
-type settledOutcome struct {
-	subject string
-	outcome natsx.Outcome
-	err     error
-}
-
-type settledLog struct {
-	mu  sync.Mutex
-	got []settledOutcome
-}
-
-func (l *settledLog) all() []settledOutcome {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.got)
-}
-
 // consume runs the real consume loop (natsx.Consume, which settles the
 // outcomes) over the fan-out's handler and its settled hook, as Run does,
 // and records every outcome once it is settled.
-func (fx *fixture) consume(t *testing.T) *settledLog {
+func (fx *fixture) consume(t *testing.T) *natsxtest.Settled {
 	t.Helper()
 	cons, err := fx.js.CreateOrUpdateConsumer(t.Context(), natsx.StreamScanEvents, jetstream.ConsumerConfig{
 		Durable: "fanout-test", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
@@ -209,21 +191,7 @@ func (fx *fixture) consume(t *testing.T) *settledLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &settledLog{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = natsx.Consume(ctx, cons, fx.f.handle, natsx.Options{Workers: 4, JS: fx.js, Log: slog.New(slog.DiscardHandler),
-			Settled: func(ctx context.Context, msg jetstream.Msg, o natsx.Outcome, err error) {
-				fx.f.settled(ctx, msg, o, err)
-				log.mu.Lock()
-				log.got = append(log.got, settledOutcome{subject: msg.Subject(), outcome: o, err: err})
-				log.mu.Unlock()
-			}})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return log
+	return natsxtest.Consume(t, fx.js, cons, fx.f.handle, fx.f.settled)
 }
 
 func subjects(msgs []*jetstream.RawStreamMsg) []string {
@@ -306,10 +274,10 @@ func TestInvalidEventsAreRejectedWithTheirReason(t *testing.T) {
 
 	// The same events through the consume loop, which settles them.
 	log := fx.consume(t)
-	natsxtest.Eventually(t, "every event to be settled", func() bool { return len(log.all()) == len(cases) })
-	for _, s := range log.all() {
-		if s.err != nil || s.outcome.Verdict() != natsx.Reject {
-			t.Errorf("%s settled as %s with %v, want a reject settled without error", s.subject, s.outcome.Verdict(), s.err)
+	natsxtest.Eventually(t, "every event to be settled", func() bool { return len(log.All()) == len(cases) })
+	for _, s := range log.All() {
+		if s.Err != nil || s.Outcome.Verdict() != natsx.Reject {
+			t.Errorf("%s settled as %s with %v, want a reject settled without error", s.Subject, s.Outcome.Verdict(), s.Err)
 		}
 	}
 	rejected := natsxtest.Messages(t, fx.js, natsx.StreamRejected, "rejected.")
