@@ -230,11 +230,10 @@ func BenchmarkHungEndpoints(b *testing.B) {
 	}
 }
 
-// deliveriesLastSeq is the last sequence DELIVERIES has stored: every job,
-// retry, deferred copy and schedule falling due takes one.
-func deliveriesLastSeq(b *testing.B, p *pipeline) uint64 {
+// streamState is a stream's state as the server reports it.
+func streamState(b *testing.B, p *pipeline, stream string) jetstream.StreamState {
 	b.Helper()
-	s, err := p.JS.Stream(context.Background(), natsx.StreamDeliveries)
+	s, err := p.JS.Stream(context.Background(), stream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -242,7 +241,13 @@ func deliveriesLastSeq(b *testing.B, p *pipeline) uint64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return info.State.LastSeq
+	return info.State
+}
+
+// deliveriesLastSeq is the last sequence DELIVERIES has stored: every job,
+// retry, deferred copy and schedule falling due takes one.
+func deliveriesLastSeq(b *testing.B, p *pipeline) uint64 {
+	return streamState(b, p, natsx.StreamDeliveries).LastSeq
 }
 
 // deferrals reads scanwire_deliveries_deferred_total by reason from the

@@ -217,7 +217,7 @@ func BenchmarkMemoryDeadEndpointBacklog(b *testing.B) {
 			b.ReportMetric(float64(delivered), "behind-delivered")
 			b.ReportMetric(drain.Seconds(), "drain-s")
 			b.ReportMetric(float64(left), "queued-left")
-			b.ReportMetric(float64(streamMsgs(b, p, natsx.StreamDeliveries)), "deliveries-msgs")
+			b.ReportMetric(float64(streamState(b, p, natsx.StreamDeliveries).Msgs), "deliveries-msgs")
 			_, peakInFlight, requests, _ := dead.stats()
 			b.ReportMetric(float64(requests), "dead-requests")
 			b.ReportMetric(float64(peakInFlight), "dead-inflight-peak")
@@ -429,19 +429,6 @@ func percentilesSoFar(r *latencyReceiver) (p50, p99 time.Duration, delivered int
 		return 0, 0, 0
 	}
 	return l[len(l)*50/100], l[min(len(l)-1, len(l)*99/100)], delivered
-}
-
-func streamMsgs(b *testing.B, p *pipeline, stream string) uint64 {
-	b.Helper()
-	s, err := p.JS.Stream(context.Background(), stream)
-	if err != nil {
-		b.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 // memoryRun samples the process every 100 ms from its start.
