@@ -519,3 +519,33 @@ func TestExpiredDeadlineFailsTheEvent(t *testing.T) {
 		t.Errorf("scan.started: outcome %s, want fail (jobs_not_stored)", o)
 	}
 }
+
+// The backstop behind the size limit: a valid event whose job the stream
+// can never take (here DELIVERIES is made to take 1 KiB) is rejected with
+// too_large, its copy in REJECTED, not retried for ever holding a slot.
+func TestJobTheStreamCannotTakeRejectsTheEvent(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	s, err := fx.js.Stream(t.Context(), natsx.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = 1 << 10
+	if _, err := fx.js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	fx.subscribe(t, subscriptions.Subscription{Tenant: "acme", Events: []string{"*"}})
+	data := finding("s1", 7.5, "f-1")
+	data["evidence"] = strings.Repeat("e", 2<<10)
+	ev := fx.publish(t, "acme", events.TypeFindingHigh, "s1", data)
+	log := fx.consume(t)
+	if got := log.Wait(t, 1)[0]; got.Err != nil || got.Outcome.Verdict() != natsx.Reject || got.Outcome.Reason() != events.RejectTooLarge {
+		t.Fatalf("outcome %s settled with %v, want reject (too_large)", got.Outcome, got.Err)
+	}
+	rejected := natsxtest.Messages(t, fx.js, natsx.StreamRejected, "")
+	if len(rejected) != 1 || rejected[0].Header.Get(events.HeaderOriginalSubject) != ev.subject ||
+		rejected[0].Header.Get(events.HeaderRejectCode) != events.RejectTooLarge.String() {
+		t.Errorf("REJECTED holds %d copies, want the event's with code too_large", len(rejected))
+	}
+}
