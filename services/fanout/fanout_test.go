@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -547,5 +548,32 @@ func TestJobTheStreamCannotTakeRejectsTheEvent(t *testing.T) {
 	if len(rejected) != 1 || rejected[0].Header.Get(events.HeaderOriginalSubject) != ev.subject ||
 		rejected[0].Header.Get(events.HeaderRejectCode) != events.RejectTooLarge.String() {
 		t.Errorf("REJECTED holds %d copies, want the event's with code too_large", len(rejected))
+	}
+}
+
+// resolveTo resolves every name to one address.
+type resolveTo netip.Addr
+
+func (r resolveTo) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return []netip.Addr{netip.Addr(r)}, nil
+}
+
+// A callback URL is judged with its addresses while the lookup budget has
+// room; past it (lookups held by a slow name server) with the checks that
+// need no DNS only, so no worker waits for a lookup, and delivery judges
+// the address it dials.
+func TestCallbackLookupsAreBounded(t *testing.T) {
+	t.Parallel()
+	f := &Fanout{egress: &egress.Policy{Resolver: resolveTo(netip.MustParseAddr("10.1.2.3"))}, lookups: make(chan struct{}, 1)}
+	const u = "https://cb.example.com/done"
+	if err := f.checkCallbackURL(t.Context(), u); err == nil {
+		t.Error("a name that resolves only to a private address passed with the budget free")
+	}
+	f.lookups <- struct{}{} // the one lookup allowed is held
+	if err := f.checkCallbackURL(t.Context(), u); err != nil {
+		t.Errorf("with the budget spent: %v, want the static checks only", err)
+	}
+	if err := f.checkCallbackURL(t.Context(), "https://127.0.0.1/cb"); err == nil {
+		t.Error("with the budget spent, a blocked literal address passed")
 	}
 }
