@@ -189,9 +189,7 @@ func (l *loop) store(ctx context.Context, msg jetstream.Msg, o Outcome) error {
 	sctx, cancel := context.WithTimeout(ctx, l.ackWait-l.margin())
 	defer cancel()
 	_, err := l.js.PublishMsg(sctx, o.copy, o.opts...)
-	if ctx.Err() == nil {
-		l.writes.Observe(err)
-	}
+	l.writes.Observe(err) // ctx is the loop's work context: a stop does not end it
 	if err != nil {
 		return fmt.Errorf("store %s: %w", o.copy.Subject, err)
 	}
