@@ -159,7 +159,7 @@ func TestConcurrentScanFinishedQueueOneCallback(t *testing.T) {
 	// included: two for one scan mean both events got past the record.
 	var mu sync.Mutex
 	queued := map[string]int{}
-	sub, err := p.NC.Subscribe(jobs.Subject("acme", jobs.CallbackSubscription), func(m *nats.Msg) {
+	sub, err := p.NC.Subscribe(jobs.Filter("acme", jobs.CallbackSubscription), func(m *nats.Msg) {
 		if j, err := jobs.Decode(m.Data); err == nil {
 			mu.Lock()
 			queued[j.ScanID]++

@@ -297,8 +297,8 @@ func (p *pipeline) readStream(t testing.TB, stream string) []*jetstream.RawStrea
 	return natsxtest.Messages(t, p.JS, stream, "")
 }
 
-// jobs reads the delivery jobs DELIVERIES holds (not the scheduled
-// retries waiting their time).
+// jobs reads the delivery jobs DELIVERIES holds, done or not (not the
+// scheduled retries waiting their time).
 func (p *pipeline) jobs(t testing.TB) []*jetstream.RawStreamMsg {
 	t.Helper()
 	return natsxtest.Messages(t, p.JS, natsx.StreamDeliveries, "deliveries.")

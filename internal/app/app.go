@@ -263,7 +263,7 @@ func (a *App) openStores(ctx context.Context) error {
 	a.Subs = subscriptions.NewCache(kv[natsx.BucketSubscriptions], a.Egress, a.log)
 	a.Attempts = attempts.NewLog(a.JS, a.log)
 	a.DLQ = dlq.New(a.JS, a.Store)
-	a.Limits = limits.New(kv[natsx.BucketLimits])
+	a.Limits = limits.New(a.JS, kv[natsx.BucketLimits])
 	a.Tenants = tenants.NewStore(kv[natsx.BucketTenants])
 	a.TenantsC = tenants.NewCache(kv[natsx.BucketTenants], a.log)
 	a.callbacks = callbacks.New(kv[natsx.BucketCallbacks], a.JS)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/jobs"
@@ -104,8 +103,10 @@ func (r *Registry) queue(ctx context.Context, tenant, scanID string, rec *Record
 	if err != nil {
 		return err
 	}
-	m.Header.Set(nats.MsgIdHdr, "callback."+tenant+"."+scanID)
-	if _, err := r.js.PublishMsg(ctx, m); err != nil {
+	// Once per scan, whoever queues it and however often: the job's
+	// subject names the scan (jobs.Job.Subject).
+	jobs.ExpectEmpty(m)
+	if _, err := r.js.PublishMsg(ctx, m); err != nil && !jobs.Exists(err) {
 		return fmt.Errorf("queue callback of %s: %w", scanID, err)
 	}
 	return nil

@@ -45,7 +45,7 @@ func (f *fixture) record(t *testing.T, tenant string) callbacks.Record {
 func (f *fixture) jobs(t *testing.T, tenant string) (int, *jobs.Job) {
 	t.Helper()
 	ctx := t.Context()
-	subject := jobs.Subject(tenant, jobs.CallbackSubscription)
+	subject := jobs.Filter(tenant, jobs.CallbackSubscription)
 	s, err := f.js.Stream(ctx, natsx.StreamDeliveries)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,10 @@ func (f *fixture) jobs(t *testing.T, tenant string) (int, *jobs.Job) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := int(info.State.Subjects[subject])
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
 	if n == 0 {
 		return 0, nil
 	}

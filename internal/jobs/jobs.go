@@ -7,18 +7,23 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 // Job is one event to deliver to one subscription. It carries the whole
 // event, so delivery needs nothing but the job and the subscription.
 type Job struct {
-	// WebhookID is the receiver's idempotency key and the job's dedupe id:
+	// WebhookID is the receiver's idempotency key and names the job's
+	// subject (Subject):
 	// derived from the event's key (events.Key: tenant, source and id) and
 	// the subscription id, so a redelivered event, a retried attempt and a
 	// replay from the DLQ all carry the same one, and two tenants' events
@@ -32,6 +37,9 @@ type Job struct {
 	EventID        string `json:"event_id"`
 	EventType      string `json:"event_type"`
 	ScanID         string `json:"scan_id"`
+	// FindingType is the finding's data.type on a finding's job: the
+	// per-type limit counts jobs by it (see Subject).
+	FindingType string `json:"finding_type,omitempty"`
 	// Event is the CloudEvent in structured JSON mode.
 	Event json.RawMessage `json:"event"`
 	// CallbackURL is set on a per-scan callback (Pwnkemon's callback_url):
@@ -56,9 +64,79 @@ func WebhookID(eventKey, subscriptionID string) string {
 	return "msg_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
 }
 
-// Subject is where a job for (tenant, subscription) is published.
-func Subject(tenant, subscriptionID string) string {
-	return "deliveries." + tenant + "." + subscriptionID
+// Subject is where j is stored in DELIVERIES, one subject per job:
+//
+//	deliveries.<tenant>.<subscription>.<source>.<scan>.<webhook_id>
+//	deliveries.<tenant>.<subscription>.<source>.<scan>.<type>.<webhook_id>  (a finding)
+//
+// where source is the event's tenant and type the finding's type
+// (TypeToken). Because the subject names the job, a job is stored at most
+// once while DELIVERIES keeps it: fan-out publishes it expecting its
+// subject to be empty (ExpectEmpty), which no restart and no redelivery
+// can get around, and the distinct subjects under LimitFilter are the
+// findings admitted for that subscription and scan (internal/limits).
+// Its retries, deferrals and replays are stored on the same subject.
+func (j *Job) Subject() string {
+	source := j.SourceTenant
+	if source == "" {
+		source = j.Tenant
+	}
+	scan := j.ScanID
+	if scan == "" { // every event has one; a hand-made job may not
+		scan = "_"
+	}
+	s := "deliveries." + j.Tenant + "." + j.SubscriptionID + "." + source + "." + scan + "."
+	if events.IsFinding(j.EventType) {
+		s += TypeToken(j.FindingType) + "."
+	}
+	return s + j.WebhookID
+}
+
+// Filter matches every job of one subscription.
+func Filter(tenant, subscriptionID string) string {
+	return "deliveries." + tenant + "." + subscriptionID + ".>"
+}
+
+// LimitFilter matches the finding jobs of one subscription for one scan of
+// source: what its per-scan limits count.
+func LimitFilter(tenant, subscriptionID, source, scanID string) string {
+	return "deliveries." + tenant + "." + subscriptionID + "." + source + "." + scanID + ".*.*"
+}
+
+// TypeToken is a finding type as a subject token. Types are
+// [A-Za-z0-9_.:-]+ (schemas/finding.json): a '.' becomes '~', which no
+// type contains, so the token reads as the type and TypeName reverses it;
+// an empty type, which validation never lets through, is "%".
+func TypeToken(findingType string) string {
+	if findingType == "" {
+		return "%"
+	}
+	return strings.ReplaceAll(findingType, ".", "~")
+}
+
+// TypeName is the finding type a TypeToken stands for.
+func TypeName(token string) string {
+	if token == "%" {
+		return ""
+	}
+	return strings.ReplaceAll(token, "~", ".")
+}
+
+// ExpectEmpty makes m's publication succeed only while its subject holds
+// no message, so that a job, stored once, is never stored again (Subject).
+// The server answers a second one with a wrong-last-sequence error
+// (Exists).
+func ExpectEmpty(m *nats.Msg) {
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+}
+
+// Exists reports whether err is the server refusing a publication whose
+// expected last sequence did not hold: for a job published with
+// ExpectEmpty, the job is stored already.
+func Exists(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // RetrySubject holds the scheduled copy of a job waiting for its next
@@ -67,17 +145,16 @@ func RetrySubject(webhookID string, attempt int) string {
 	return fmt.Sprintf("retries.%s.%d", webhookID, attempt)
 }
 
-// Msg encodes j as a NATS message ready to publish.
+// Msg encodes j as a NATS message on its Subject. It carries no
+// expectation and no dedupe id: each publisher adds what keeps its own
+// copies single (fan-out ExpectEmpty, a retry or a replay a Nats-Msg-Id).
 func (j *Job) Msg() (*nats.Msg, error) {
 	b, err := jsonx.Marshal(j) // never HTML-escaped: the event reaches receivers byte for byte
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.WebhookID, err)
 	}
-	m := nats.NewMsg(Subject(j.Tenant, j.SubscriptionID))
+	m := nats.NewMsg(j.Subject())
 	m.Data = b
-	// The server drops a second copy published by a redelivered fan-out
-	// within the dedupe window.
-	m.Header.Set(nats.MsgIdHdr, j.WebhookID)
 	return m, nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/callbacks"
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
@@ -362,14 +364,24 @@ var plainDocs = storeCase{name: "kvdoc", bucket: natsx.BucketTenants, open: func
 	}
 }}
 
-// limitsStore is limits.Limiter: change n admits event evt-n with limits
-// too high to suppress any; the document holds the events admitted.
-var limitsStore = storeCase{name: "limits", bucket: natsx.BucketLimits, open: func(kv jetstream.KeyValue, _ jetstream.JetStream, _ *sync.Map) ops {
-	l := limits.New(kv)
+// limitsStore is limits.Limiter's record of suppressions (admissions are
+// jobs, not documents): change n asks about event evt-n with
+// findings_per_scan 0, which suppresses it; the document holds the
+// suppressions.
+var limitsStore = storeCase{name: "limits", bucket: natsx.BucketLimits, open: func(kv jetstream.KeyValue, js jetstream.JetStream, _ *sync.Map) ops {
+	l := limits.New(js, kv)
 	admit := func(ctx context.Context, doc string, n int) error {
-		d, err := l.Admit(ctx, limits.Key("acme", "sub_"+doc, "acme", "scan"), 1000, 1000, fmt.Sprintf("evt-%d", n), fmt.Sprintf("type-%d", n%7))
-		if err == nil && !d.Admitted {
-			err = fmt.Errorf("evt-%d suppressed: %s", n, d.Reason)
+		s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_" + doc, Source: "acme", ScanID: "scan"}
+		id, typ := fmt.Sprintf("evt-%d", n), fmt.Sprintf("type-%d", n%7)
+		j := jobs.Job{WebhookID: jobs.WebhookID(id, s.SubscriptionID), Tenant: "acme", SubscriptionID: s.SubscriptionID, EventID: id,
+			EventType: events.TypeFindingHigh, ScanID: "scan", FindingType: typ, Event: []byte(`{}`)}
+		m, err := j.Msg()
+		if err != nil {
+			return err
+		}
+		d, err := l.Admit(ctx, s, 0, 1000, limits.Finding{EventKey: id, Type: typ, Job: m})
+		if err == nil && d.Admitted {
+			err = fmt.Errorf("evt-%d admitted over findings_per_scan 0", n)
 		}
 		return err
 	}
@@ -386,9 +398,9 @@ var limitsStore = storeCase{name: "limits", bucket: natsx.BucketLimits, open: fu
 			case i < 0 && n == 0:
 				return nil
 			case i < 0:
-				return fmt.Errorf("no stats, want %d admitted", n)
-			case stats[i].Admitted != n || stats[i].Suppressed != 0:
-				return fmt.Errorf("%d admitted and %d suppressed, want %d and 0", stats[i].Admitted, stats[i].Suppressed, n)
+				return fmt.Errorf("no stats, want %d suppressed", n)
+			case stats[i].Admitted != 0 || stats[i].Suppressed != n:
+				return fmt.Errorf("%d admitted and %d suppressed, want 0 and %d", stats[i].Admitted, stats[i].Suppressed, n)
 			}
 			return nil
 		},

@@ -1,6 +1,7 @@
 package limits_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
@@ -16,7 +21,34 @@ import (
 
 func newLimiter(t *testing.T) *limits.Limiter {
 	t.Helper()
-	return limits.New(natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketLimits))
+	js := natsxtest.JetStream(t)
+	return limits.New(js, natsxtest.KeyValue(t, js, natsx.BucketLimits))
+}
+
+// ask asks l about the finding eventID of type typ for scope s, with the
+// job fan-out would store for it.
+func ask(ctx context.Context, l *limits.Limiter, s limits.Scope, perScan, perType int, eventID, typ string) (limits.Decision, error) {
+	j := jobs.Job{WebhookID: jobs.WebhookID(eventID, s.SubscriptionID), Tenant: s.Tenant, SourceTenant: s.Source, SubscriptionID: s.SubscriptionID,
+		EventID: eventID, EventType: events.TypeFindingHigh, ScanID: s.ScanID, FindingType: typ, Event: []byte(`{}`)}
+	m, err := j.Msg()
+	if err != nil {
+		return limits.Decision{}, err
+	}
+	return l.Admit(ctx, s, perScan, perType, limits.Finding{EventKey: eventID, Type: typ, Job: m})
+}
+
+// stored returns the jobs stored for scope s, by subject.
+func stored(t testing.TB, js jetstream.JetStream, s limits.Scope) map[string]uint64 {
+	t.Helper()
+	stream, err := js.Stream(t.Context(), natsx.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(jobs.LimitFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects
 }
 
 // stats returns the stats of one subscription of tenant acme for scan.
@@ -37,14 +69,14 @@ func stats(t *testing.T, l *limits.Limiter, sub, scan string) limits.Stats {
 
 // admitAll has 8 fan-out workers decide 80 distinct events at once and
 // returns how many each decision went.
-func admitAll(t *testing.T, l *limits.Limiter, key string, perScan, perType int, typeOf func(i int) string) (admitted, suppressed int) {
+func admitAll(t *testing.T, l *limits.Limiter, key limits.Scope, perScan, perType int, typeOf func(i int) string) (admitted, suppressed int) {
 	t.Helper()
 	var a, s atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
 			for i := w * 10; i < w*10+10; i++ {
-				d, err := l.Admit(t.Context(), key, perScan, perType, fmt.Sprintf("evt-%d", i), typeOf(i))
+				d, err := ask(t.Context(), l, key, perScan, perType, fmt.Sprintf("evt-%d", i), typeOf(i))
 				switch {
 				case err != nil:
 					t.Error(err)
@@ -75,7 +107,7 @@ func TestAdmitIsExactUnderConcurrency(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			sub := "sub_" + strings.ReplaceAll(tc.name, " ", "-")
-			a, s := admitAll(t, l, limits.Key("acme", sub, "acme", "s1"), tc.perScan, 1000, distinct)
+			a, s := admitAll(t, l, limits.Scope{Tenant: "acme", SubscriptionID: sub, Source: "acme", ScanID: "s1"}, tc.perScan, 1000, distinct)
 			if a != tc.wantAdmitted || s != tc.wantSuppressed {
 				t.Errorf("%d admitted and %d suppressed with findings_per_scan %d, want %d and %d", a, s, tc.perScan, tc.wantAdmitted, tc.wantSuppressed)
 			}
@@ -90,7 +122,7 @@ func TestPerTypeLimit(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(t)
 	// 80 events of 4 types, 20 each, at most 5 of a type and 100 in all.
-	a, s := admitAll(t, l, limits.Key("acme", "sub_T", "acme", "s1"), 100, 5, func(i int) string { return fmt.Sprintf("type-%d", i%4) })
+	a, s := admitAll(t, l, limits.Scope{Tenant: "acme", SubscriptionID: "sub_T", Source: "acme", ScanID: "s1"}, 100, 5, func(i int) string { return fmt.Sprintf("type-%d", i%4) })
 	if a != 20 || s != 60 {
 		t.Errorf("%d admitted and %d suppressed, want 4 types x 5 = 20 and 60", a, s)
 	}
@@ -103,11 +135,11 @@ func TestPerTypeLimit(t *testing.T) {
 			t.Errorf("type %s: %d admitted and %d suppressed, want 5 and 15", typ, ts.Admitted, ts.Suppressed)
 		}
 	}
-	d, err := l.Admit(t.Context(), limits.Key("acme", "sub_T", "acme", "s1"), 100, 5, "evt-new", "type-0")
+	d, err := ask(t.Context(), l, limits.Scope{Tenant: "acme", SubscriptionID: "sub_T", Source: "acme", ScanID: "s1"}, 100, 5, "evt-new", "type-0")
 	if err != nil || d.Admitted || !strings.Contains(d.Reason, `findings_per_type limit of 5 reached for "type-0"`) {
 		t.Errorf("a sixth type-0 event: %+v, %v; want suppressed by the per-type limit", d, err)
 	}
-	d, err = l.Admit(t.Context(), limits.Key("acme", "sub_T", "acme", "s1"), 100, 5, "evt-other", "type-9")
+	d, err = ask(t.Context(), l, limits.Scope{Tenant: "acme", SubscriptionID: "sub_T", Source: "acme", ScanID: "s1"}, 100, 5, "evt-other", "type-9")
 	if err != nil || !d.Admitted {
 		t.Errorf("the first event of a new type: %+v, %v; want admitted", d, err)
 	}
@@ -119,9 +151,9 @@ func TestRedeliveredEventIsDecidedTheSame(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(t)
 	ctx := t.Context()
-	key := limits.Key("acme", "sub_R", "acme", "s1")
+	key := limits.Scope{Tenant: "acme", SubscriptionID: "sub_R", Source: "acme", ScanID: "s1"}
 	admit := func(id string) (bool, string) {
-		d, err := l.Admit(ctx, key, 100, 1, id, "xss")
+		d, err := ask(ctx, l, key, 100, 1, id, "xss")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,10 +168,10 @@ func TestRedeliveredEventIsDecidedTheSame(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			if d, err := l.Admit(ctx, key, 100, 1, "a", "xss"); err != nil || !d.Admitted {
+			if d, err := ask(ctx, l, key, 100, 1, "a", "xss"); err != nil || !d.Admitted {
 				t.Errorf("redelivered admitted event: %+v, %v", d, err)
 			}
-			if d, err := l.Admit(ctx, key, 100, 1, "b", "xss"); err != nil || d.Admitted || d.Reason == "" {
+			if d, err := ask(ctx, l, key, 100, 1, "b", "xss"); err != nil || d.Admitted || d.Reason == "" {
 				t.Errorf("redelivered suppressed event: %+v, %v", d, err)
 			}
 		})
@@ -154,11 +186,11 @@ func TestScanStats(t *testing.T) {
 	t.Parallel()
 	js := natsxtest.JetStream(t)
 	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
-	l := limits.New(kv)
+	l := limits.New(js, kv)
 	ctx := t.Context()
 	admit := func(tenant, sub, scan, id, typ string, perScan int) {
 		t.Helper()
-		if _, err := l.Admit(ctx, limits.Key(tenant, sub, tenant, scan), perScan, 10, id, typ); err != nil {
+		if _, err := ask(ctx, l, limits.Scope{Tenant: tenant, SubscriptionID: sub, Source: tenant, ScanID: scan}, perScan, 10, id, typ); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,18 +226,18 @@ func TestSuppressedOverflowIsCounted(t *testing.T) {
 	t.Parallel()
 	js := natsxtest.JetStream(t)
 	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
-	l := limits.New(kv)
-	key := limits.Key("acme", "sub_O", "acme", "s1")
+	l := limits.New(js, kv)
+	key := limits.Scope{Tenant: "acme", SubscriptionID: "sub_O", Source: "acme", ScanID: "s1"}
 	rec := limits.Record{Admitted: map[string]string{"a": "sqli"}, Suppressed: map[string]string{}}
 	for i := range 1000 {
 		rec.Suppressed[fmt.Sprintf("s%d", i)] = "sqli"
 	}
 	b, _ := json.Marshal(rec)
-	if _, err := kv.Put(t.Context(), key, b); err != nil {
+	if _, err := kv.Put(t.Context(), limits.Key(key.Tenant, key.SubscriptionID, key.Source, key.ScanID), b); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"x1", "x2", "x2"} {
-		if d, err := l.Admit(t.Context(), key, 1, 10, id, "xss"); err != nil || d.Admitted {
+		if d, err := ask(t.Context(), l, key, 1, 10, id, "xss"); err != nil || d.Admitted {
 			t.Fatalf("admit %s over findings_per_scan 1: %+v, %v", id, d, err)
 		}
 	}
@@ -224,7 +256,7 @@ func TestCustomersCountedApart(t *testing.T) {
 	l := newLimiter(t)
 	for _, source := range []string{"mssp", "acme", "globex"} {
 		for i := range 3 {
-			d, err := l.Admit(t.Context(), limits.Key("mssp", "sub_P", source, "s1"), 2, 10, fmt.Sprintf("%s-%d", source, i), "xss")
+			d, err := ask(t.Context(), l, limits.Scope{Tenant: "mssp", SubscriptionID: "sub_P", Source: source, ScanID: "s1"}, 2, 10, fmt.Sprintf("%s-%d", source, i), "xss")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -256,7 +288,7 @@ func TestCustomersCountedApart(t *testing.T) {
 func TestScanStatsRefusesWildcards(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(t)
-	if _, err := l.Admit(t.Context(), limits.Key("acme", "sub_W", "acme", "s1"), 2, 2, "e1", "xss"); err != nil {
+	if _, err := ask(t.Context(), l, limits.Scope{Tenant: "acme", SubscriptionID: "sub_W", Source: "acme", ScanID: "s1"}, 2, 2, "e1", "xss"); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ tenant, scan string }{{"acme", "*"}, {"acme", ">"}, {"*", "s1"}, {"acme", "s1.x"}, {"acme", ""}} {
@@ -267,21 +299,22 @@ func TestScanStatsRefusesWildcards(t *testing.T) {
 }
 
 // A hot scan: hundreds of findings decided at once by two replicas' many
-// workers. Each replica writes its queued decisions together, so there is
-// no retry storm: every call gets an answer, the cap is exact, and the
-// record took far fewer writes than decisions.
+// workers. Every call gets an answer, the cap is exact (the jobs stored
+// are the jobs admitted), and each replica writes its queued suppressions
+// together: the record took far fewer writes than suppressions.
 func TestHotScanSharesWrites(t *testing.T) {
 	t.Parallel()
-	kv := natsxtest.KeyValue(t, natsxtest.JetStream(t), natsx.BucketLimits)
-	replicas := []*limits.Limiter{limits.New(kv), limits.New(kv)}
-	key := limits.Key("acme", "sub_H", "acme", "hot")
+	js := natsxtest.JetStream(t)
+	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
+	replicas := []*limits.Limiter{limits.New(js, kv), limits.New(js, kv)}
+	key := limits.Scope{Tenant: "acme", SubscriptionID: "sub_H", Source: "acme", ScanID: "hot"}
 	const perReplica, perScan = 200, 50
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	for r, l := range replicas {
 		for i := range perReplica {
 			wg.Go(func() {
-				d, err := l.Admit(t.Context(), key, perScan, perScan, fmt.Sprintf("evt-%d-%d", r, i), "xss")
+				d, err := ask(t.Context(), l, key, perScan, perScan, fmt.Sprintf("evt-%d-%d", r, i), "xss")
 				if err != nil {
 					t.Error(err)
 				}
@@ -295,12 +328,92 @@ func TestHotScanSharesWrites(t *testing.T) {
 	if n := admitted.Load(); n != perScan {
 		t.Errorf("%d admitted, want exactly %d", n, perScan)
 	}
-	e, err := kv.Get(t.Context(), key)
+	if jobs := stored(t, js, key); len(jobs) != perScan {
+		t.Errorf("%d jobs stored, want exactly %d", len(jobs), perScan)
+	}
+	e, err := kv.Get(t.Context(), limits.Key(key.Tenant, key.SubscriptionID, key.Source, key.ScanID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Revision() >= 2*perReplica {
-		t.Errorf("the record took %d writes for %d decisions: decisions were not written together", e.Revision(), 2*perReplica)
+	if suppressed := 2*perReplica - perScan; e.Revision() >= uint64(suppressed) {
+		t.Errorf("the record took %d writes for %d suppressions: they were not written together", e.Revision(), suppressed)
 	}
-	t.Logf("%d decisions in %d writes", 2*perReplica, e.Revision())
+	t.Logf("%d suppressions in %d writes", 2*perReplica-perScan, e.Revision())
+}
+
+// The jobs are the count: a limiter that starts afresh (a restart, another
+// replica) decides on what is stored, a finding asked about again stores
+// nothing more, and a job stored under the filter by someone else (a
+// retry's copy) sends the limiter to look again instead of failing.
+func TestJobsAreTheCount(t *testing.T) {
+	t.Parallel()
+	js := natsxtest.JetStream(t)
+	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
+	s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_J", Source: "acme", ScanID: "s1"}
+	first := limits.New(js, kv)
+	for _, id := range []string{"e1", "e2", "e3"} {
+		if d, err := ask(t.Context(), first, s, 4, 10, id, "xss"); err != nil || !d.Admitted {
+			t.Fatalf("%s: %+v, %v", id, d, err)
+		}
+	}
+	// A retry of e1's job lands on its subject: the filter's last sequence
+	// moves on without the first limiter.
+	j := jobs.Job{WebhookID: jobs.WebhookID("e1", s.SubscriptionID), Tenant: "acme", SourceTenant: "acme", SubscriptionID: s.SubscriptionID,
+		EventID: "e1", EventType: events.TypeFindingHigh, ScanID: "s1", FindingType: "xss", Event: []byte(`{}`), Attempt: 1}
+	m, err := j.Msg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := ask(t.Context(), first, s, 4, 10, "e4", "xss"); err != nil || !d.Admitted {
+		t.Fatalf("e4 after a retry's copy: %+v, %v", d, err)
+	}
+	restarted := limits.New(js, kv)
+	if d, err := ask(t.Context(), restarted, s, 4, 10, "e5", "xss"); err != nil || d.Admitted {
+		t.Errorf("e5 over the limit of 4, after a restart: %+v, %v", d, err)
+	}
+	for _, id := range []string{"e1", "e4"} {
+		if d, err := ask(t.Context(), restarted, s, 4, 10, id, "xss"); err != nil || !d.Admitted {
+			t.Errorf("%s asked again after a restart: %+v, %v", id, d, err)
+		}
+	}
+	got := stored(t, js, s)
+	if len(got) != 4 {
+		t.Errorf("%d jobs stored, want 4: %v", len(got), got)
+	}
+	for subj, n := range got {
+		if want := map[bool]uint64{true: 2, false: 1}[strings.HasSuffix(subj, j.WebhookID)]; n != want {
+			t.Errorf("%s holds %d messages, want %d", subj, n, want)
+		}
+	}
+}
+
+// A record from before the jobs were the count still counts its admitted
+// findings, once, and a redelivered one of them gets its job, once.
+func TestAdmittedRecordsStillCount(t *testing.T) {
+	t.Parallel()
+	js := natsxtest.JetStream(t)
+	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
+	s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_L", Source: "acme", ScanID: "s1"}
+	b, _ := json.Marshal(limits.Record{Admitted: map[string]string{"old-1": "xss", "old-2": "sqli"}})
+	if _, err := kv.Put(t.Context(), limits.Key(s.Tenant, s.SubscriptionID, s.Source, s.ScanID), b); err != nil {
+		t.Fatal(err)
+	}
+	l := limits.New(js, kv)
+	for _, c := range []struct {
+		id    string
+		admit bool
+	}{{"old-1", true}, {"new-1", true}, {"new-2", false}, {"old-1", true}} {
+		if d, err := ask(t.Context(), l, s, 3, 10, c.id, "xss"); err != nil || d.Admitted != c.admit {
+			t.Errorf("%s: %+v, %v; want admitted %v", c.id, d, err, c.admit)
+		}
+	}
+	if got := stored(t, js, s); len(got) != 2 {
+		t.Errorf("jobs stored %v, want old-1's and new-1's, once each", got)
+	}
+	if st := stats(t, l, "sub_L", "s1"); st.Admitted != 3 || st.Suppressed != 1 || st.ByType["sqli"].Admitted != 1 {
+		t.Errorf("stats %+v, want 3 admitted (one sqli) and 1 suppressed", st)
+	}
 }

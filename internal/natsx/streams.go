@@ -3,6 +3,7 @@ package natsx
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,23 +84,29 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Subjects:    []string{"scans.>"},
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      t.EventRetention,
-			Duplicates:  t.DedupeWindow,
+			Duplicates:  min(t.DedupeWindow, t.EventRetention),
 			MaxMsgSize:  MaxEventMsgSize,
 			Storage:     jetstream.FileStorage,
 			Replicas:    t.Replicas,
 		},
 		{
-			// A work queue: a job leaves the stream when it is delivered
-			// (ack) or dead-lettered (term), so the stream holds exactly
-			// the work still to do.
+			// Limits retention: a delivered job stays, so that the jobs
+			// themselves are the record of what fan-out queued (a job is
+			// stored at most once per subject, see jobs.Job.Subject, and
+			// the distinct subjects of a scan are its admitted findings,
+			// see internal/limits). What is still to do is the delivery
+			// consumer's pending count, not the stream's. An ack writes
+			// nothing to the stream (a work queue wrote a tombstone per
+			// job); jobs leave by age, with the events they came from.
 			Name:        StreamDeliveries,
 			Description: "one delivery job per (event, subscription); retries.> holds scheduled retries",
 			Subjects:    []string{"deliveries.>", "retries.>"},
-			Retention:   jetstream.WorkQueuePolicy,
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      t.jobRetention(),
 			// A retry waits as a scheduled message, not as an
 			// unacknowledged delivery (see delivery.retryLater).
 			AllowMsgSchedules: true,
-			Duplicates:        t.DedupeWindow,
+			Duplicates:        min(t.DedupeWindow, t.jobRetention()),
 			MaxMsgSize:        MaxMsgSize,
 			Storage:           jetstream.FileStorage,
 			Replicas:          t.Replicas,
@@ -110,7 +117,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Subjects:    []string{"dlq.>"},
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      t.DeadLetterRetention,
-			Duplicates:  t.DedupeWindow,
+			Duplicates:  min(t.DedupeWindow, t.DeadLetterRetention),
 			MaxMsgSize:  MaxMsgSize,
 			Storage:     jetstream.FileStorage,
 			Replicas:    t.Replicas,
@@ -121,7 +128,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Subjects:    []string{"rejected.>"},
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      t.DeadLetterRetention,
-			Duplicates:  t.DedupeWindow,
+			Duplicates:  min(t.DedupeWindow, t.DeadLetterRetention),
 			MaxMsgSize:  MaxMsgSize,
 			Storage:     jetstream.FileStorage,
 			Replicas:    t.Replicas,
@@ -138,6 +145,10 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	}
 }
 
+// jobRetention is how long DELIVERIES keeps a job: as long as the event it
+// came from may be seen again, and as long as a scan's limits count it.
+func (t Topology) jobRetention() time.Duration { return max(t.EventRetention, t.LimitRetention) }
+
 // BucketConfigs returns the configuration of every KV bucket.
 func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{
@@ -152,7 +163,16 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 // Ensure creates the streams and buckets, or updates them to this
 // configuration. It is idempotent: every service calls it at start.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
-	for _, cfg := range t.StreamConfigs() {
+	cfgs := t.StreamConfigs()
+	// DELIVERIES was a work queue in earlier releases, and JetStream cannot
+	// change a stream's retention in place: a stream of then is moved over
+	// to the new one first, jobs and retries kept (migrate.go).
+	if i := slices.IndexFunc(cfgs, func(c jetstream.StreamConfig) bool { return c.Name == StreamDeliveries }); i >= 0 {
+		if err := migrateDeliveries(ctx, js, cfgs[i]); err != nil {
+			return fmt.Errorf("stream %s: migrate: %w", StreamDeliveries, err)
+		}
+	}
+	for _, cfg := range cfgs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}

@@ -51,8 +51,8 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	}
 	var left []*jetstream.RawStreamMsg
 	natsxtest.Eventually(t, "the job to be replaced by its scheduled copy", func() bool {
-		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")
-		return len(left) == 1
+		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
+		return len(left) == 1 && fx.done(t)
 	})
 	m := left[0]
 	if want := jobs.RetrySubject(q.job.WebhookID, 0); m.Subject != want {
@@ -68,7 +68,7 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	if got := m.Header.Get("traceparent"); got != q.tp {
 		t.Errorf("deferred traceparent %q, want the job's %q", got, q.tp)
 	}
-	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), jobs.Subject("acme", sub.ID); got != want {
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.Subject(); got != want {
 		t.Errorf("deferred copy scheduled to %q, want %q", got, want)
 	}
 	if !strings.HasPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ") {
@@ -173,6 +173,18 @@ func TestScheduledDeferralsSpreadOut(t *testing.T) {
 
 // consumerAckPending is the test consumer's count of jobs handed out and
 // not yet settled.
+// done reports whether the delivery consumer has handed out every job and
+// had each acked or terminated: DELIVERIES keeps jobs once done (see
+// natsx.Topology), so what is left to do is the consumer's.
+func (fx *fixture) done(t *testing.T) bool {
+	t.Helper()
+	info, err := fx.consumer(t).Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0
+}
+
 func consumerAckPending(t *testing.T, fx *fixture) int {
 	t.Helper()
 	info, err := fx.consumer(t).Info(context.Background())

@@ -116,7 +116,7 @@ type queued struct {
 }
 
 // queue stores a job for sub as fan-out does: a scan.finished event in
-// structured mode, the job's dedupe id, and a producer span's traceparent.
+// structured mode, on its own subject, with a producer span's traceparent.
 func (fx *fixture) queue(t *testing.T, sub *subscriptions.Subscription) queued {
 	t.Helper()
 	scan := "s-" + strings.ToLower(subscriptions.NewID()[len("sub_"):])
@@ -142,8 +142,7 @@ func (fx *fixture) queue(t *testing.T, sub *subscriptions.Subscription) queued {
 }
 
 // consumer is the delivery consumer of Run (the test fetches from it or
-// runs the consume loop over it; DELIVERIES is a work queue, so a fixture
-// has one).
+// runs the consume loop over it; a fixture has one).
 func (fx *fixture) consumer(t *testing.T) jetstream.Consumer {
 	t.Helper()
 	cons, err := fx.js.CreateOrUpdateConsumer(t.Context(), natsx.StreamDeliveries, jetstream.ConsumerConfig{
@@ -289,9 +288,7 @@ func TestDeliveredOn200(t *testing.T) {
 		r.WebhookID != q.job.WebhookID || r.EventID != q.job.EventID {
 		t.Errorf("attempt record %+v, want attempt 1 of %s delivered with 200", r, q.job.WebhookID)
 	}
-	natsxtest.Eventually(t, "the job to leave DELIVERIES", func() bool {
-		return len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")) == 0
-	})
+	natsxtest.Eventually(t, "the job to be done", func() bool { return fx.done(t) })
 }
 
 // A 503 stores the next attempt as a scheduled message on the retry
@@ -312,8 +309,8 @@ func TestRetryScheduledOn503(t *testing.T) {
 	}
 	var left []*jetstream.RawStreamMsg
 	natsxtest.Eventually(t, "the job to be replaced by its retry", func() bool {
-		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")
-		return len(left) == 1
+		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
+		return len(left) == 1 && fx.done(t)
 	})
 	m := left[0]
 	if want := jobs.RetrySubject(q.job.WebhookID, 1); m.Subject != want {
@@ -329,7 +326,7 @@ func TestRetryScheduledOn503(t *testing.T) {
 	if got := m.Header.Get("traceparent"); got != q.tp {
 		t.Errorf("retry traceparent %q, want the job's %q", got, q.tp)
 	}
-	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), jobs.Subject("acme", sub.ID); got != want {
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.Subject(); got != want {
 		t.Errorf("retry scheduled to %q, want %q", got, want)
 	}
 	at, ok := strings.CutPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ")
@@ -394,9 +391,7 @@ func TestGoneDeadLettersAndDisables(t *testing.T) {
 	if !stored.Disabled || !strings.Contains(stored.DisabledReason, "410") {
 		t.Errorf("subscription disabled=%v (%q), want disabled for the 410", stored.Disabled, stored.DisabledReason)
 	}
-	natsxtest.Eventually(t, "the job to leave DELIVERIES", func() bool {
-		return len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")) == 0
-	})
+	natsxtest.Eventually(t, "the job to be done", func() bool { return fx.done(t) })
 
 	// Once the cache knows, the next job is not sent at all.
 	natsxtest.Eventually(t, "the cache to see the subscription disabled", func() bool {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -107,8 +108,9 @@ func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
 
 // Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
 // of its jobs are stored (or it is stored in REJECTED); on a failure of
-// ours it comes back after a backoff, and the jobs' dedupe ids keep a
-// second pass from doubling deliveries.
+// ours it comes back after a backoff, and a second pass stores none of the
+// jobs the first one stored: each has a subject of its own, published
+// only while empty (jobs.Job.Subject).
 func (f *Fanout) Run(ctx context.Context) error {
 	cons, err := f.js.CreateOrUpdateConsumer(ctx, natsx.StreamScanEvents, jetstream.ConsumerConfig{
 		Durable:     f.cfg.Consumer,
@@ -194,16 +196,16 @@ func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
 	case err != nil:
 		return f.fail(ctx, span, msg, failStore, fmt.Errorf("match %s: %w", in.e.ID(), err))
 	}
-	subs, err := f.admit(ctx, matched, in)
-	if err != nil {
-		return f.fail(ctx, span, msg, failLimits, fmt.Errorf("limits of %s: %w", in.e.ID(), err))
-	}
-	if err := f.queue(ctx, in, subs); err != nil {
-		if natsx.TooLarge(err) {
+	if err := f.queue(ctx, in, matched); err != nil {
+		var limited *limitsError
+		switch {
+		case natsx.TooLarge(err):
 			// The event's own fault, and it would be every time: looping
 			// on it would hold a slot of every tenant's consumer.
 			span.SetStatus(codes.Error, "rejected: "+events.RejectTooLarge.String())
 			return f.reject(ctx, msg, in.addr.Tenant, events.RejectTooLarge, fmt.Errorf("its job cannot be stored: %w", err))
+		case errors.As(err, &limited):
+			return f.fail(ctx, span, msg, failLimits, fmt.Errorf("limits of %s: %w", in.e.ID(), err))
 		}
 		return f.fail(ctx, span, msg, failJobs, fmt.Errorf("fan out %s: %w", in.e.ID(), err))
 	}
@@ -253,15 +255,23 @@ func (f *Fanout) checkCallbackURL(ctx context.Context, u string) error {
 	}
 }
 
-// queue stores one job per admitted subscription and waits until the
-// server has confirmed every one (within ctx: the event's AckWait).
+// queue stores one job per matched subscription, each at most once
+// (jobs.Job.Subject), and waits until the server has confirmed every one
+// (within ctx: the event's AckWait). A finding's job is stored only if
+// the subscription's limits admit it, by the limiter, which stores it as
+// its record of the admission (see admit).
 func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.Subscription) error {
+	mctx, span := f.tel.Tracer.Start(ctx, "match")
+	defer span.End()
+	span.SetAttributes(attribute.Int("scanwire.matches", len(subs)))
 	if len(subs) == 0 {
 		return nil
 	}
 	e, now := in.e, time.Now().UTC()
-	acks := make([]jetstream.PubAckFuture, 0, len(subs))
-	for _, s := range subs {
+	var acks []jetstream.PubAckFuture
+	var admitted sync.WaitGroup
+	admits := make([]error, len(subs))
+	for i, s := range subs {
 		j := jobs.Job{
 			WebhookID:      jobs.WebhookID(in.key, s.ID),
 			Tenant:         s.Tenant,
@@ -273,6 +283,9 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 			Event:          in.structured,
 			Queued:         now,
 		}
+		if events.IsFinding(e.Type()) {
+			j.FindingType = in.data.Type
+		}
 		m, err := j.Msg()
 		if err != nil {
 			return err
@@ -283,6 +296,11 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 			trace.WithAttributes(attribute.String("scanwire.subscription_id", s.ID), attribute.String("scanwire.webhook_id", j.WebhookID)))
 		telemetry.Inject(jctx, m.Header)
 		jspan.End()
+		if events.IsFinding(j.EventType) {
+			admitted.Go(func() { admits[i] = f.admit(mctx, s, in, m) })
+			continue
+		}
+		jobs.ExpectEmpty(m)
 		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait(ctx)))
 		if err != nil {
 			return fmt.Errorf("queue job for %s: %w", s.ID, err)
@@ -290,11 +308,19 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 		acks = append(acks, ack)
 	}
 	err := waitAcks(ctx, acks)
+	admitted.Wait()
+	err = errors.Join(append(admits, err)...)
 	if ctx.Err() == nil {
 		f.writes.Observe(err)
 	}
 	return err
 }
+
+// limitsError is a finding's limits that could not be decided.
+type limitsError struct{ err error }
+
+func (e *limitsError) Error() string { return e.err.Error() }
+func (e *limitsError) Unwrap() error { return e.err }
 
 // match returns who gets the event. A webhook.test event goes to the one
 // subscription it names (asked for through the API or `scanwire subs
@@ -358,38 +384,30 @@ func (f *Fanout) pairCallback(ctx context.Context, in *incoming) error {
 	return nil
 }
 
-// admit applies the per-scan finding limits: it returns the subscriptions
-// that may still hear about this finding. The decision is recorded before
-// any job is published and is the same every time the event is seen, so a
-// redelivered event is admitted (or suppressed) again, never counted twice.
-func (f *Fanout) admit(ctx context.Context, subs []*subscriptions.Subscription, in *incoming) ([]*subscriptions.Subscription, error) {
-	ctx, span := f.tel.Tracer.Start(ctx, "match")
-	defer span.End()
-	span.SetAttributes(attribute.Int("scanwire.matches", len(subs)))
-	if !events.IsFinding(in.e.Type()) || len(subs) == 0 {
-		return subs, nil
+// admit applies the per-scan finding limits of s to a finding and stores
+// m, its job, if they admit it. The decision is the same every time the
+// event is seen, so a redelivered event is admitted (or suppressed) again,
+// never counted or stored twice.
+func (f *Fanout) admit(ctx context.Context, s *subscriptions.Subscription, in *incoming, m *nats.Msg) error {
+	perScan, perType := s.Limits.FindingsPerScan, s.Limits.FindingsPerType
+	if perScan == 0 {
+		perScan = subscriptions.DefaultFindingsPerScan
 	}
-	out := subs[:0:0]
-	for _, s := range subs {
-		perScan, perType := s.Limits.FindingsPerScan, s.Limits.FindingsPerType
-		if perScan == 0 {
-			perScan = subscriptions.DefaultFindingsPerScan
-		}
-		if perType == 0 {
-			perType = subscriptions.DefaultFindingsPerType
-		}
-		dec, err := f.limits.Admit(ctx, limits.Key(s.Tenant, s.ID, in.addr.Tenant, in.addr.ScanID), perScan, perType, in.key, in.data.Type)
-		if err != nil {
-			return nil, err
-		}
-		if !dec.Admitted {
-			f.tel.Metrics.LimitSuppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("subscription_id", s.ID)))
-			f.log.DebugContext(ctx, "finding suppressed", "subscription_id", s.ID, "scan_id", in.addr.ScanID, "event_id", in.e.ID(), "reason", dec.Reason)
-			continue
-		}
-		out = append(out, s)
+	if perType == 0 {
+		perType = subscriptions.DefaultFindingsPerType
 	}
-	return out, nil
+	scope := limits.Scope{Tenant: s.Tenant, SubscriptionID: s.ID, Source: in.addr.Tenant, ScanID: in.addr.ScanID}
+	dec, err := f.limits.Admit(ctx, scope, perScan, perType, limits.Finding{EventKey: in.key, Type: in.data.Type, Job: m})
+	switch {
+	case err != nil && natsx.TooLarge(err):
+		return err
+	case err != nil:
+		return &limitsError{err}
+	case !dec.Admitted:
+		f.tel.Metrics.LimitSuppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("subscription_id", s.ID)))
+		f.log.DebugContext(ctx, "finding suppressed", "subscription_id", s.ID, "scan_id", in.addr.ScanID, "event_id", in.e.ID(), "reason", dec.Reason)
+	}
+	return nil
 }
 
 // waitAcks waits for the server to confirm every job, until ctx's deadline
@@ -399,6 +417,9 @@ func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {
 		select {
 		case <-a.Ok():
 		case err := <-a.Err():
+			if jobs.Exists(err) { // stored by an earlier pass
+				continue
+			}
 			return fmt.Errorf("store job: %w", err)
 		case <-ctx.Done():
 			return fmt.Errorf("store job: no ack from the server in time: %w", ctx.Err())

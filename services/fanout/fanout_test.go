@@ -54,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 		js:     js,
 		store:  subscriptions.NewStore(subsKV, policy),
 		subs:   subscriptions.NewCache(subsKV, policy, log),
-		limits: limits.New(natsxtest.KeyValue(t, js, natsx.BucketLimits)),
+		limits: limits.New(js, natsxtest.KeyValue(t, js, natsx.BucketLimits)),
 	}
 	tenantsC := tenants.NewCache(natsxtest.KeyValue(t, js, natsx.BucketTenants), log)
 
@@ -348,11 +348,9 @@ func TestValidEventQueuesOneJobPerMatchingSubscription(t *testing.T) {
 		t.Fatalf("outcome %s, want done", o)
 	}
 	queued := natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "deliveries.")
-	want := []string{jobs.Subject("acme", all.ID), jobs.Subject("acme", findings.ID)}
+	want := []string{all.ID, findings.ID}
 	slices.Sort(want)
-	if got := subjects(queued); !slices.Equal(got, want) {
-		t.Fatalf("jobs on %v, want exactly %v", got, want)
-	}
+	var got []string
 	for _, m := range queued {
 		j, err := jobs.Decode(m.Data)
 		if err != nil {
@@ -362,8 +360,10 @@ func TestValidEventQueuesOneJobPerMatchingSubscription(t *testing.T) {
 			j.SourceTenant != "acme" || j.WebhookID != jobs.WebhookID(ev.key, j.SubscriptionID) || j.Attempt != 0 {
 			t.Errorf("job %+v does not describe event %s for its subscription", j, ev.id)
 		}
-		if got := m.Header.Get(nats.MsgIdHdr); got != j.WebhookID {
-			t.Errorf("job dedupe id %q, want its webhook id %q", got, j.WebhookID)
+		got = append(got, j.SubscriptionID)
+		// Its own subject, named by its webhook id, scan and finding type.
+		if want := "deliveries.acme." + j.SubscriptionID + ".acme.s1." + j.FindingType + "." + j.WebhookID; m.Subject != want || j.FindingType == "" {
+			t.Errorf("job on %s, want %s", m.Subject, want)
 		}
 		var stored struct {
 			ID   string          `json:"id"`
@@ -379,6 +379,9 @@ func TestValidEventQueuesOneJobPerMatchingSubscription(t *testing.T) {
 		if !strings.Contains(tp, ev.trace.TraceID().String()) || strings.Contains(tp, ev.trace.SpanID().String()) {
 			t.Errorf("job traceparent %q, want a fan-out span in trace %s", tp, ev.trace.TraceID())
 		}
+	}
+	if slices.Sort(got); !slices.Equal(got, want) {
+		t.Errorf("jobs for subscriptions %v, want exactly %v", got, want)
 	}
 }
 
@@ -396,8 +399,8 @@ func TestWebhookTestGoesOnlyToTheNamedSubscription(t *testing.T) {
 	if o := fx.handle(t, fx.fetch(t, ev)); o.Verdict() != natsx.Done {
 		t.Fatalf("outcome %s, want done", o)
 	}
-	if got, want := subjects(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")), []string{jobs.Subject("acme", named.ID)}; !slices.Equal(got, want) {
-		t.Errorf("jobs on %v, want only %v", got, want)
+	if got := subjects(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); len(got) != 1 || !strings.HasPrefix(got[0], "deliveries.acme."+named.ID+".") {
+		t.Errorf("jobs on %v, want one for %s", got, named.ID)
 	}
 
 	// A test naming another tenant's subscription reaches no one.
@@ -432,7 +435,7 @@ func TestFindingLimitsAndRedelivery(t *testing.T) {
 	}
 	jobIDs := func() []string {
 		var out []string
-		for _, m := range natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, jobs.Subject("acme", capped.ID)) {
+		for _, m := range natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "deliveries.acme."+capped.ID+".") {
 			j, err := jobs.Decode(m.Data)
 			if err != nil {
 				t.Fatal(err)
@@ -501,7 +504,7 @@ func TestExpiredDeadlineFailsTheEvent(t *testing.T) {
 
 	// A scan event: no limits, so the jobs are published and their acks
 	// are what cannot be awaited. The job may reach the stream (a later
-	// redelivery is deduplicated), but the event is not done.
+	// redelivery stores it no second time), but the event is not done.
 	ev = fx.publish(t, "acme", events.TypeScanStarted, "s2", map[string]any{"scan_id": "s2", "target": "app.example.com"})
 	m = fx.fetch(t, ev)
 	start = time.Now()

@@ -39,7 +39,7 @@ func newScansStatsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := limits.New(kv).ScanStats(cmd.Context(), tenant, args[0])
+			list, err := limits.New(js, kv).ScanStats(cmd.Context(), tenant, args[0])
 			if err != nil {
 				return err
 			}
