@@ -32,9 +32,16 @@ const stuckAfter = 250 * time.Millisecond
 //
 // A job over the share or the cap waits for room (up to SlotWait) only
 // while the room is coming: the tenant's and the endpoint's requests keep
-// finishing, the endpoint is not slow, and no more than a quarter of the
-// share's worth of the tenant's jobs wait already. Otherwise it is refused
-// at once and the worker moves on; a refused job is deferred (deferral.go).
+// finishing, the endpoint is not slow, and fewer of the tenant's jobs wait
+// already than its requests finished in the last stuckAfter, or a quarter
+// of the share if that is more. Otherwise it is refused at once and the
+// worker moves on; a refused job is deferred (deferral.go). So the jobs
+// that wait are those served within about stuckAfter: a tenant whose
+// endpoints answer fast keeps its backlog in the workers, at its
+// endpoints' pace, rather than turning it into deferrals that come back
+// later and leave the endpoints idle meanwhile; one whose endpoints are
+// slower has the rest of its backlog deferred, so that the jobs of others
+// behind it in DELIVERIES reach the workers.
 //
 // A live entry (endpoint or tenant) exists while some worker holds or waits
 // for a request of it: the last to leave removes it, so hosts and tenants
@@ -95,6 +102,33 @@ type tenantLoad struct {
 	users        int
 	waiting      int
 	changed      chan struct{}
+	// finished counts the requests that ended since window began;
+	// last is that count for the window before (see pace).
+	finished, last int
+	window         time.Time
+}
+
+// pace is how many of the tenant's requests end in stuckAfter: as many as
+// in the last whole window, or as the current one is on course for once
+// it is a tenth in (so that a burst is measured within milliseconds).
+func (t *tenantLoad) pace(now time.Time) int {
+	p := t.last
+	if since := now.Sub(t.window); since >= stuckAfter/10 && since < stuckAfter {
+		p = max(p, int(int64(t.finished)*int64(stuckAfter)/int64(since)))
+	}
+	return p
+}
+
+// ended counts a request that ended at now in the tenant's pace.
+func (t *tenantLoad) ended(now time.Time) {
+	if since := now.Sub(t.window); since >= stuckAfter {
+		t.last = 0
+		if since < 2*stuckAfter {
+			t.last = t.finished
+		}
+		t.finished, t.window = 0, now
+	}
+	t.finished++
 }
 
 func (t *tenantLoad) stuck(now time.Time) bool {
@@ -128,6 +162,9 @@ type verdict int
 const (
 	admit verdict = iota
 	wait
+	// queue: the job would wait, but enough of its tenant's jobs wait
+	// already: it waits a moment (stuckAfter) for a waiter's place.
+	queue
 	refuse
 )
 
@@ -150,7 +187,8 @@ func (g *gate) acquire(ctx context.Context, tenant, rawURL string, maxWait time.
 	h := host(rawURL)
 	g.mu.Lock()
 	t, ep := g.enter(tenant, h)
-	deadline := time.Now().Add(maxWait)
+	start := time.Now()
+	deadline, queueBy := start.Add(maxWait), start.Add(min(maxWait, stuckAfter))
 	waiting := false
 	var tick *time.Ticker
 	defer func() {
@@ -161,7 +199,11 @@ func (g *gate) acquire(ctx context.Context, tenant, rawURL string, maxWait time.
 	for {
 		now := time.Now()
 		v, why := g.judge(t, ep, now, waiting)
-		if v == wait && (!now.Before(deadline) || ctx.Err() != nil) {
+		until := deadline
+		if v == queue {
+			until = queueBy
+		}
+		if (v == wait || v == queue) && (!now.Before(until) || ctx.Err() != nil) {
 			v = refuse
 		}
 		if waiting && v != wait {
@@ -183,7 +225,7 @@ func (g *gate) acquire(ctx context.Context, tenant, rawURL string, maxWait time.
 			g.mu.Unlock()
 			return nil, r
 		}
-		if !waiting {
+		if !waiting && v == wait {
 			waiting = true
 			t.waiting++
 			ep.waiting++
@@ -195,7 +237,7 @@ func (g *gate) acquire(ctx context.Context, tenant, rawURL string, maxWait time.
 			// now and then.
 			tick = time.NewTicker(stuckAfter / 5)
 		}
-		timer := time.NewTimer(time.Until(deadline))
+		timer := time.NewTimer(time.Until(until))
 		select {
 		case <-tc:
 		case <-ec:
@@ -233,8 +275,8 @@ func (g *gate) judge(t *tenantLoad, ep *endpoint, now time.Time, waiting bool) (
 	default:
 		return admit, ""
 	}
-	if !waiting && t.waiting >= g.tenantWaiters {
-		return refuse, why
+	if !waiting && t.waiting >= max(g.tenantWaiters, t.pace(now)) {
+		return queue, why
 	}
 	return wait, why
 }
@@ -246,7 +288,7 @@ func (g *gate) enter(tenant, h string) (*tenantLoad, *endpoint) {
 	now := time.Now()
 	t := g.tenants[tenant]
 	if t == nil {
-		t = &tenantLoad{progress: now, changed: make(chan struct{})}
+		t = &tenantLoad{progress: now, window: now, changed: make(chan struct{})}
 		g.tenants[tenant] = t
 	}
 	t.users++
@@ -319,6 +361,7 @@ func (s *slot) release(slow bool) {
 		ep.lagging = slow
 	})
 	t.inFlight--
+	t.ended(now)
 	ep.progress, t.progress = now, now
 	var fresh, recovered bool
 	switch {

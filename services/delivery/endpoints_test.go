@@ -99,8 +99,9 @@ func TestTenantShareWaitsWhileTheTenantIsBusy(t *testing.T) {
 	s2.release(false)
 }
 
-// Few of one tenant's jobs wait at once: the rest are refused at once, so
-// the waiting ones do not take the workers either.
+// Few of one tenant's jobs wait at once: another waits a moment for a
+// waiter's place, then is refused, long before its own wait is up, so the
+// waiting ones do not take the workers.
 func TestTenantWaitersBounded(t *testing.T) {
 	t.Parallel()
 	g := newTestGate(gateLimits{perEndpoint: 8, share: 4, slowBudget: 2}) // a quarter of the share: one waiter
@@ -111,17 +112,63 @@ func TestTenantWaitersBounded(t *testing.T) {
 	waited := make(chan struct{})
 	go func() {
 		defer close(waited)
-		_, _ = g.acquire(context.Background(), "a", hostURL(9), 500*time.Millisecond)
+		_, _ = g.acquire(context.Background(), "a", hostURL(9), 3*time.Second)
 	}()
 	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
-	refused(t, g, "a", hostURL(9), 500*time.Millisecond, deferTenantShare)
-	if took := time.Since(start); took > 200*time.Millisecond {
-		t.Errorf("a second waiter was refused after %s, want at once", took)
+	refused(t, g, "a", hostURL(9), 3*time.Second, deferTenantShare)
+	if took := time.Since(start); took < stuckAfter/2 || took > 4*stuckAfter {
+		t.Errorf("a second waiter was refused after %s, want after about %s", took, stuckAfter)
 	}
-	<-waited
 	for _, s := range held {
 		s.release(false)
+	}
+	<-waited
+}
+
+// A tenant whose requests finish fast may have as many jobs waiting as it
+// finishes in stuckAfter: its backlog waits in the workers, served at its
+// endpoints' pace, rather than being deferred.
+func TestTenantWaitersFollowThePace(t *testing.T) {
+	t.Parallel()
+	g := newTestGate(gateLimits{perEndpoint: 8, share: 4, slowBudget: 2})
+	held := []*slot{admitted(t, g, "a", hostURL(0))} // keeps the tenant's entry, and its pace
+	for range 40 {                                   // 40 requests finished within a moment: the pace
+		admitted(t, g, "a", hostURL(1)).release(false)
+	}
+	time.Sleep(stuckAfter / 5) // long enough into the window to be measured
+	for i := 1; i < 4; i++ {
+		held = append(held, admitted(t, g, "a", hostURL(i)))
+	}
+	results := make(chan *slot, 10)
+	for range 10 {
+		go func() {
+			s, _ := g.acquire(context.Background(), "a", hostURL(9), 3*time.Second)
+			results <- s
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		g.mu.Lock()
+		n := g.tenants["a"].waiting
+		g.mu.Unlock()
+		if n == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 10 jobs wait, want all: the tenant finished 40 requests in a moment", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, s := range held {
+		s.release(false)
+	}
+	for range 10 {
+		if s := <-results; s == nil {
+			t.Error("a waiting job was refused")
+		} else {
+			s.release(false)
+		}
 	}
 }
 
