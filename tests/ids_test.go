@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/subscriptions"
 )
 
 // call sends a request and returns the status and the raw answer.
@@ -240,5 +243,44 @@ func TestRefusedSecretsAreNotEchoed(t *testing.T) {
 				t.Errorf("the answer quotes the secret's first character: %s", body)
 			}
 		})
+	}
+}
+
+// No job is made twice (issue 12, point 3): events fan-out sees again after
+// their jobs were delivered and the pipeline restarted, as when a kill -9
+// loses fan-out's acks, make no second job: for a subscription, for a
+// finding held to limits, and for a per-scan callback. A work queue forgot
+// the dedupe ids of the jobs it had delivered; a job's own subject, kept
+// with the job, does not forget.
+func TestNoJobMadeTwiceAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := startPipeline(t, dir)
+	r, cb := newReceiver(t, nil), newReceiver(t, nil)
+	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"*"}})
+	msgs := []*nats.Msg{
+		eventMsg(t, "acme", events.TypeScanStarted, "s9", map[string]any{"scan_id": "s9", "target": "app.example.com", "callback_url": cb.URL + "/cb"}),
+		eventMsg(t, "acme", events.TypeFindingHigh, "s9", finding("s9", "xss", 7.5, "XSS")),
+		eventMsg(t, "acme", events.TypeScanFinished, "s9", map[string]any{"scan_id": "s9", "target": "app.example.com", "status": "completed"}),
+	}
+	for _, m := range msgs {
+		publishRaw(t, p.JS, m)
+	}
+	eventually(t, 10*time.Second, func() bool { return r.count() == 3 && cb.count() == 1 })
+	p.settle(t)
+	p.stop(t)
+
+	p = startPipeline(t, dir)
+	for _, m := range msgs {
+		// Past SCAN_EVENTS' own dedupe, as once its window is over.
+		m.Header.Set(nats.MsgIdHdr, "again-"+m.Header.Get(nats.MsgIdHdr))
+		publishRaw(t, p.JS, m)
+	}
+	p.settle(t)
+	if r.count() != 3 || cb.count() != 1 {
+		t.Errorf("%d webhooks and %d callbacks after the events came again, want still 3 and 1", r.count(), cb.count())
+	}
+	if n := len(p.jobs(t)); n != 4 {
+		t.Errorf("DELIVERIES holds %d jobs, want 4: one per (event, subscription) and one callback", n)
 	}
 }
