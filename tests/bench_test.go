@@ -96,14 +96,21 @@ func BenchmarkPipeline(b *testing.B) {
 //
 //	go test ./tests -run '^$' -bench PipelinePaced -benchtime 3000x
 func BenchmarkPipelinePaced(b *testing.B) {
-	for _, rate := range []int{250, 500, 1000} {
-		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
-			p := startPipeline(b, "")
+	for _, c := range []struct {
+		sync time.Duration
+		rate int
+	}{{0, 250}, {0, 500}, {0, 1000}, {2 * time.Minute, 1000}, {2 * time.Minute, 2000}} {
+		name := fmt.Sprintf("sync=always/rate=%d", c.rate)
+		if c.sync > 0 {
+			name = fmt.Sprintf("sync=%s/rate=%d", strings.TrimSuffix(c.sync.String(), "0s"), c.rate)
+		}
+		b.Run(name, func(b *testing.B) {
+			p := startPipeline(b, "", withSyncInterval(c.sync))
 			rec := newLatencyReceiver(b)
 			id := p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID
 			evs := benchEvents(b, rec, []string{id}, b.N)
 			b.ResetTimer()
-			publishAll(b, p.JS, evs, rec.sent, time.Second/time.Duration(rate))
+			publishAll(b, p.JS, evs, rec.sent, time.Second/time.Duration(c.rate))
 			rec.wait(b)
 			b.StopTimer()
 			p50, p99 := rec.percentiles()
@@ -273,7 +280,9 @@ func deferrals(b *testing.B, p *pipeline) map[string]float64 {
 func benchEvents(b *testing.B, rec *latencyReceiver, subIDs []string, n int) []*nats.Msg {
 	evs := make([]*nats.Msg, n)
 	for i := range evs {
-		scan := fmt.Sprintf("scan-%d", i%100)
+		// 100 scans at a time, 50 findings each: under the default limit
+		// of 100 per scan however many events a run has.
+		scan := fmt.Sprintf("scan-%d", i%100+100*(i/5000))
 		data, _ := json.Marshal(finding(scan, fmt.Sprintf("t%d", i), 7.5, "bench finding"))
 		e := events.New("bench", "//scanners/bench", events.TypeFindingHigh, scan, data)
 		subject, _ := events.Subject("bench", scan, events.TypeFindingHigh)
