@@ -1,15 +1,18 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +23,8 @@ import (
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/profiles"
+	"github.com/scanwire/scanwire/internal/signing"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/services/delivery"
 )
@@ -78,6 +83,9 @@ func BenchmarkPipeline(b *testing.B) {
 				b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 				writes.report(b, deliveries)
 				b.ReportMetric(float64(writes.total())/elapsed.Seconds(), "writes/s")
+				post := signedPostLoop(b, rec.URL, b.N*subs)
+				b.ReportMetric(post, "post-loop/s")
+				b.ReportMetric(rate*float64(subs)/post, "deliveries-ratio-to-post")
 				bare, bareWrites := bareJetStream(b, p.JS, p.Server, b.N)
 				b.ReportMetric(bare, "bare-msgs/s")
 				b.ReportMetric(rate/bare, "ratio-to-bare")
@@ -385,6 +393,52 @@ func (r *latencyReceiver) percentiles() (p50, p99 time.Duration) {
 		return 0, 0
 	}
 	return l[len(l)*50/100], l[min(len(l)-1, len(l)*99/100)]
+}
+
+// signedPostLoop is the other yardstick: n webhooks rendered and signed as
+// delivery renders them (the standard-webhooks profile, one event, a fresh
+// webhook id and signature each) and POSTed to url by as many workers as
+// delivery lets one endpoint have (Config.PerEndpoint), with nothing else
+// on the way. It returns requests a second.
+func signedPostLoop(b *testing.B, url string, n int) float64 {
+	b.Helper()
+	p, _ := profiles.Lookup(profiles.StandardWebhooks)
+	data, _ := json.Marshal(finding("scan-post", "post", 7.5, "post loop"))
+	e := events.New("bench", "//scanners/bench", events.TypeFindingHigh, "scan-post", data)
+	structured, err := events.Structured(&e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	secret := signing.NewStandardSecret()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 100}}
+	defer client.CloseIdleConnections()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := (delivery.Config{}).Defaults().PerEndpoint
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				req, err := p.Render(profiles.Delivery{WebhookID: fmt.Sprintf("msg_post%d", i), Event: &e, Structured: structured,
+					Secrets: []string{secret}, Now: time.Now(), UserAgent: "post-loop"})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				hreq, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(req.Body))
+				hreq.Header = req.Header
+				resp, err := client.Do(hreq)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // bareJetStream is the yardstick: n messages published asynchronously to a

@@ -145,8 +145,7 @@ func BenchmarkMemorySubscriptions(b *testing.B) {
 // reason.
 //
 // The backlog is published straight into DELIVERIES as fan-out stores
-// jobs (jobs.Job.Msg: deliveries.<tenant>.<subscription>, Nats-Msg-Id the
-// webhook id), by a first process whose server syncs every two minutes
+// jobs (jobs.Job.Msg: each on a subject of its own), by a first process whose server syncs every two minutes
 // rather than on every write and which runs no services: that makes a
 // million stores take a minute rather than over a quarter of an hour on
 // this machine's disk (about a thousand fsyncs a second). It is stopped (a
@@ -268,7 +267,7 @@ func storeSubscriptionDocs(b *testing.B, p *pipeline, n int) {
 
 // queueDeadJobs publishes n jobs for tenant dead's subscription straight
 // into DELIVERIES, each as fan-out stores it: one scan.started event per
-// job, its structured form in the job, the webhook id as dedupe id.
+// job, its structured form in the job, on the job's own subject.
 func queueDeadJobs(b *testing.B, p *pipeline, subID string, n int) {
 	b.Helper()
 	now := time.Now().UTC()

@@ -57,6 +57,16 @@ func DefaultTopology() Topology {
 	}
 }
 
+// CopyDedupeWindow is DELIVERIES' dedupe window. Jobs carry no dedupe id
+// (their subjects keep them single, see jobs.Job.Subject); what does is
+// the copies delivery stores of a job it is handling, a retry or a
+// deferral, keyed on the job's sequence, whose second store can only come
+// from the same job handed out again after its AckWait (at most the slot
+// wait, the longest attempt timeout, 2 minutes, and 10 s), and replays.
+// An hour of ids would hold every deferred copy of a dead endpoint's
+// backlog in the server's memory.
+const CopyDedupeWindow = 5 * time.Minute
+
 // MaxEventMsgSize caps a message in SCAN_EVENTS. It is four times the
 // event size limit (events.MaxEventSize) on purpose: an oversized event
 // must reach fan-out to be rejected with a reason, not bounce off the
@@ -106,7 +116,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			// A retry waits as a scheduled message, not as an
 			// unacknowledged delivery (see delivery.retryLater).
 			AllowMsgSchedules: true,
-			Duplicates:        min(t.DedupeWindow, t.jobRetention()),
+			Duplicates:        min(t.DedupeWindow, CopyDedupeWindow),
 			MaxMsgSize:        MaxMsgSize,
 			Storage:           jetstream.FileStorage,
 			Replicas:          t.Replicas,

@@ -28,6 +28,11 @@ type runFlags struct {
 	autoDisable  time.Duration
 }
 
+// maxTimeout bounds --timeout: a job's AckWait is its attempt's timeout
+// and some seconds, and a copy of it stored twice must fall within
+// natsx.CopyDedupeWindow.
+const maxTimeout = 2 * time.Minute
+
 func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defaultHTTP string) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", defaultData, "directory of the embedded NATS server's JetStream store")
@@ -52,8 +57,8 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 			services = append(services, s)
 		}
 	}
-	if f.timeout <= 0 {
-		return app.Config{}, fmt.Errorf("--timeout: must be positive, got %s", f.timeout)
+	if f.timeout <= 0 || f.timeout > maxTimeout {
+		return app.Config{}, fmt.Errorf("--timeout: must be positive and at most %s, got %s", maxTimeout, f.timeout)
 	}
 	if f.autoDisable <= 0 {
 		return app.Config{}, fmt.Errorf("--auto-disable-after: must be positive, got %s", f.autoDisable)

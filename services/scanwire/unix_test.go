@@ -108,6 +108,7 @@ func TestCountsAndDurationsOutOfRangeAreRefused(t *testing.T) {
 		{[]string{"run", "--delivery-workers", "0"}, "--delivery-workers: must be at least 1, got 0"},
 		{[]string{"run", "--fanout-workers", "-3"}, "must not be negative"},
 		{[]string{"run", "--timeout", "0s"}, "--timeout: must be positive"},
+		{[]string{"run", "--timeout", "3m"}, "at most 2m0s, got 3m0s"},
 		{[]string{"run", "--auto-disable-after", "0s"}, "--auto-disable-after: must be positive"},
 		{[]string{"run", "--sync-interval", "-1s"}, "must not be negative"},
 		{[]string{"attempts", "--subscription", "sub_1", "--limit", "-1"}, "must not be negative"},
