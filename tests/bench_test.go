@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
 	"github.com/scanwire/scanwire/internal/natsx"
@@ -96,6 +97,41 @@ func BenchmarkPipeline(b *testing.B) {
 				b.ReportMetric(float64(writes.total())/float64(deliveries)/bareWritesPerMsg, "writes-ratio-to-bare")
 			})
 		}
+	}
+}
+
+// BenchmarkStages runs fan-out and delivery one after the other rather
+// than together: the events are published and fanned out with no delivery
+// running (fanout-events/s, until every job is stored), then delivery
+// starts and sends the backlog to one healthy endpoint (delivery-jobs/s).
+// Each has the two cores to itself, which says which one bounds the flood.
+//
+//	go test ./tests -run '^$' -bench Stages -benchtime 8000x
+func BenchmarkStages(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		sync time.Duration
+	}{{"sync=always", 0}, {"sync=2m", 2 * time.Minute}} {
+		b.Run(mode.name, func(b *testing.B) {
+			p := startPipeline(b, "", withSyncInterval(mode.sync), withServices(app.ServiceFanout))
+			rec := newLatencyReceiver(b)
+			id := p.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID
+			evs := benchEvents(b, rec, []string{id}, b.N)
+			b.ResetTimer()
+			start := time.Now()
+			publishAll(b, p.JS, evs, rec.sent, 0)
+			for streamState(b, p, natsx.StreamDeliveries).Msgs < uint64(b.N) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			fanout := time.Since(start)
+			startReplica(b, p, withServices(app.ServiceDelivery))
+			start = time.Now()
+			rec.wait(b)
+			deliver := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/fanout.Seconds(), "fanout-events/s")
+			b.ReportMetric(float64(b.N)/deliver.Seconds(), "delivery-jobs/s")
+		})
 	}
 }
 

@@ -371,3 +371,21 @@ func TestSchemaProfilesAreTheProfiles(t *testing.T) {
 		t.Errorf("schema profiles %v, registry %v", got, profiles.Names())
 	}
 }
+
+// A document read back is held to the schema once, as stored, and the
+// fields its writer left out are still refused: Parse of a hand-written
+// document without id or profile names both.
+func TestParseRefusesWhatTheStoreWouldWrite(t *testing.T) {
+	_, err := Parse([]byte(`{"tenant":"acme","url":"https://h.example.com/hook","events":["scan.started"]}`))
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Parse = %v, want a ValidationError", err)
+	}
+	fields := map[string]bool{}
+	for _, f := range ve.Fields {
+		fields[f.Field] = true
+	}
+	if !fields["id"] || !fields["profile"] {
+		t.Errorf("problems %v, want id and profile among them", ve)
+	}
+}
