@@ -129,6 +129,7 @@ func (d *Store) Replay(ctx context.Context, tenant string, id uint64) (*jobs.Job
 	if err != nil {
 		return nil, err
 	}
+	m.Subject = e.Job.CopySubject() // the job is in its scope's record already (jobs.Job.Subject)
 	m.Header.Set(nats.MsgIdHdr, "replay."+strconv.FormatUint(id, 10))
 	if _, err := d.js.PublishMsg(ctx, m); err != nil {
 		return nil, fmt.Errorf("replay %d: %w", id, err)

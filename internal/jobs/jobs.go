@@ -64,18 +64,18 @@ func WebhookID(eventKey, subscriptionID string) string {
 	return "msg_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
 }
 
-// Subject is where j is stored in DELIVERIES, one subject per job:
+// Subject is where j is first stored in DELIVERIES, one subject per
+// subscription, scan and kind of job:
 //
-//	deliveries.<tenant>.<subscription>.<source>.<scan>.<webhook_id>
-//	deliveries.<tenant>.<subscription>.<source>.<scan>.<type>.<webhook_id>  (a finding)
+//	deliveries.<tenant>.<subscription>.<source>.<scan>.<type>
 //
 // where source is the event's tenant and type the finding's type
-// (TypeToken). Because the subject names the job, a job is stored at most
-// once while DELIVERIES keeps it: fan-out publishes it expecting its
-// subject to be empty (ExpectEmpty), which no restart and no redelivery
-// can get around, and the distinct subjects under LimitFilter are the
-// findings admitted for that subscription and scan (internal/limits).
-// Its retries, deferrals and replays are stored on the same subject.
+// (TypeToken) or, for any other event, "%" and its event type (KindToken).
+// The jobs under ScopeFilter are the record of what fan-out queued for
+// that subscription and scan (internal/limits): each one a webhook id
+// (HeaderWebhookID), stored once; those of finding types are the findings
+// admitted. Retries, deferrals and replays of j go to CopySubject, outside
+// that record, so they neither count nor disturb it.
 func (j *Job) Subject() string {
 	source := j.SourceTenant
 	if source == "" {
@@ -85,23 +85,40 @@ func (j *Job) Subject() string {
 	if scan == "" { // every event has one; a hand-made job may not
 		scan = "_"
 	}
-	s := "deliveries." + j.Tenant + "." + j.SubscriptionID + "." + source + "." + scan + "."
+	tok := KindToken(j.EventType)
 	if events.IsFinding(j.EventType) {
-		s += TypeToken(j.FindingType) + "."
+		tok = TypeToken(j.FindingType)
 	}
-	return s + j.WebhookID
+	return "deliveries." + j.Tenant + "." + j.SubscriptionID + "." + source + "." + scan + "." + tok
 }
+
+// CopySubject is where a copy of j made by delivery (a retry, a deferral)
+// or a replay is stored: Subject with ".r", read by the delivery consumer
+// as any job.
+func (j *Job) CopySubject() string { return j.Subject() + ".r" }
+
+// HeaderWebhookID carries a job's webhook id, so that the record of a
+// scope reads without decoding jobs.
+const HeaderWebhookID = "Scanwire-Webhook-Id"
 
 // Filter matches every job of one subscription.
 func Filter(tenant, subscriptionID string) string {
 	return "deliveries." + tenant + "." + subscriptionID + ".>"
 }
 
-// LimitFilter matches the finding jobs of one subscription for one scan of
-// source: what its per-scan limits count.
-func LimitFilter(tenant, subscriptionID, source, scanID string) string {
-	return "deliveries." + tenant + "." + subscriptionID + "." + source + "." + scanID + ".*.*"
+// ScopeFilter matches the jobs fan-out stored for one subscription and one
+// scan of source (not their copies): the record internal/limits keeps.
+func ScopeFilter(tenant, subscriptionID, source, scanID string) string {
+	return "deliveries." + tenant + "." + subscriptionID + "." + source + "." + scanID + ".*"
 }
+
+// KindToken is the subject token of a job that is not a finding's: "%"
+// and its event type with '.' written '~' (%scan~started). No finding
+// type contains '%' (TypeToken).
+func KindToken(eventType string) string { return "%" + strings.ReplaceAll(eventType, ".", "~") }
+
+// IsFindingToken reports whether a job's type token is a finding type's.
+func IsFindingToken(tok string) bool { return !strings.HasPrefix(tok, "%") || tok == "%" }
 
 // TypeToken is a finding type as a subject token. Types are
 // [A-Za-z0-9_.:-]+ (schemas/finding.json): a '.' becomes '~', which no
@@ -145,9 +162,11 @@ func RetrySubject(webhookID string, attempt int) string {
 	return fmt.Sprintf("retries.%s.%d", webhookID, attempt)
 }
 
-// Msg encodes j as a NATS message on its Subject. It carries no
-// expectation and no dedupe id: each publisher adds what keeps its own
-// copies single (fan-out ExpectEmpty, a retry or a replay a Nats-Msg-Id).
+// Msg encodes j as a NATS message on its Subject, with its webhook id in
+// HeaderWebhookID. It carries no expectation and no dedupe id: each
+// publisher adds what keeps its own copies single (fan-out the scope's
+// expectation, see internal/limits; a retry or a replay a Nats-Msg-Id, on
+// CopySubject).
 func (j *Job) Msg() (*nats.Msg, error) {
 	b, err := jsonx.Marshal(j) // never HTML-escaped: the event reaches receivers byte for byte
 	if err != nil {
@@ -155,6 +174,7 @@ func (j *Job) Msg() (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(j.Subject())
 	m.Data = b
+	m.Header.Set(HeaderWebhookID, j.WebhookID)
 	return m, nil
 }
 

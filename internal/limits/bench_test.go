@@ -45,7 +45,7 @@ func BenchmarkAdmitHotScans(b *testing.B) {
 	slices.Sort(latencies)
 	var writes uint64 // admitted: its job; suppressed: a share of a record write
 	for _, k := range keys {
-		writes += uint64(len(stored(b, js, k)))
+		writes += uint64(stored(b, js, k))
 		h, err := kv.History(b.Context(), limits.Key(k.Tenant, k.SubscriptionID, k.Source, k.ScanID))
 		if err == nil && len(h) > 0 {
 			writes += h[len(h)-1].Revision()

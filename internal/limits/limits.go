@@ -1,17 +1,18 @@
-// Package limits caps finding deliveries per (subscription, scan): at most
-// findings_per_scan in all and findings_per_type of each finding type, as
-// in the Detectify document.
+// Package limits keeps the record of the jobs fan-out queues for each
+// (subscription, scan), and holds findings to their per-scan limits: at
+// most findings_per_scan in all and findings_per_type of each finding type,
+// as in the Detectify document.
 //
-// The jobs are the count. A finding admitted for a subscription is its job
-// in DELIVERIES, on a subject of its own under the subscription's and
-// scan's jobs.LimitFilter, and the admission is that job's publication,
-// made on the condition that nothing was stored under the filter since the
-// limiter last looked (Nats-Expected-Last-Subject-Sequence with its
-// -Subject, docs/design.md). So the decision and the job are one write,
-// exact with any number of fan-out replicas, across crashes and
-// redeliveries: what is stored is what was admitted. A suppressed finding
-// is written down in the limits bucket (for its stats, and so that a
-// redelivered one counts once); admitted ones never are.
+// The jobs are the record. Fan-out stores a (subscription, scan)'s jobs
+// under its scope, the subjects jobs.ScopeFilter matches, one subject per
+// finding type or event kind, each job carrying its webhook id; storing
+// one is conditional on nothing having been stored in the scope since the
+// limiter last read it (Nats-Expected-Last-Subject-Sequence with its
+// -Subject, docs/design.md). So a job is stored at most once, across
+// restarts and redeliveries, and a finding's admission is its job: exact
+// with any number of fan-out replicas, and no write of its own. A
+// suppressed finding is written down in the limits bucket (for its stats,
+// and so that a redelivered one counts once); admitted ones never are.
 package limits
 
 import (
@@ -72,16 +73,14 @@ type Scope struct {
 }
 
 func (s Scope) key() string    { return Key(s.Tenant, s.SubscriptionID, s.Source, s.ScanID) }
-func (s Scope) filter() string { return jobs.LimitFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID) }
+func (s Scope) filter() string { return jobs.ScopeFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID) }
 
-// Finding is a finding event asked about, with its job for the scope's
-// subscription.
+// Finding is an event asked about, with its job for the scope's
+// subscription (jobs.Job.Msg: on its Subject, with its webhook id).
 type Finding struct {
 	EventKey string // events.Key
-	Type     string // data.type
-	// Job is published when the finding is admitted; its subject
-	// (jobs.Job.Subject) lies under the scope's filter.
-	Job *nats.Msg
+	Type     string // a finding's data.type
+	Job      *nats.Msg
 }
 
 // Limiter decides and counts.
@@ -100,12 +99,16 @@ type Limiter struct {
 	queues map[string][]*request // by scope; present while a writer runs
 	counts map[Scope]*count      // by scope; used only by the scope's writer
 	swept  time.Time
+	// deliveries is DELIVERIES once looked up (see stream).
+	deliveries jetstream.Stream
 }
 
 // request is one event waiting for its decision.
 type request struct {
-	ctx              context.Context
-	scope            Scope
+	ctx   context.Context
+	scope Scope
+	// limited is set for a finding, held to perScan and perType.
+	limited          bool
 	perScan, perType int
 	f                Finding
 	d                Decision
@@ -113,17 +116,19 @@ type request struct {
 	done             chan struct{}
 }
 
-// count is what is stored under one scope's filter.
+// count is what one scope holds: the jobs stored in it, as read from the
+// stream and kept up to date by the scope's writer.
 type count struct {
-	last   uint64            // the filter's last sequence
-	jobs   map[string]string // admitted: job subject -> type token
-	legacy map[string]bool   // subjects of Record.Admitted entries
-	byType map[string]int    // type token -> admitted
-	used   time.Time
+	last     uint64            // the sequence of the last job read
+	jobs     map[string]string // webhook id -> type token
+	legacy   map[string]bool   // webhook ids of Record.Admitted with no job read
+	findings int               // jobs of finding types, legacy ones included
+	byType   map[string]int    // finding type token -> jobs
+	used     time.Time
 }
 
-// New returns a limiter that publishes admitted jobs to DELIVERIES with js
-// and keeps suppressions in the limits bucket (natsx.BucketLimits).
+// New returns a limiter that stores jobs in DELIVERIES with js and keeps
+// suppressions in the limits bucket (natsx.BucketLimits).
 func New(js jetstream.JetStream, kv jetstream.KeyValue) *Limiter {
 	return &Limiter{js: js, kv: kv, queues: map[string][]*request{}, counts: map[Scope]*count{}}
 }
@@ -143,14 +148,25 @@ func Key(tenant, subscriptionID, source, scanID string) string {
 
 // Admit decides whether a finding passes the limits of one subscription
 // for its scan and, if it does, stores its job: the job is the record of
-// the admission. Asked again about the same finding (its job's subject is
-// stored), it gives the same answer and stores and counts nothing twice.
-// Under too much contention the error wraps kvdoc.ErrContention and the
-// event should be handled again later. Concurrent calls for one scope are
-// decided by one writer (see Limiter).
+// the admission. Asked again about the same finding (its webhook id is in
+// the scope), it gives the same answer and stores and counts nothing
+// twice. Under too much contention the error wraps kvdoc.ErrContention and
+// the event should be handled again later. Concurrent calls for one scope
+// are decided by one writer (see Limiter).
 func (l *Limiter) Admit(ctx context.Context, s Scope, perScan, perType int, f Finding) (Decision, error) {
-	r := &request{ctx: ctx, scope: s, perScan: perScan, perType: perType, f: f, done: make(chan struct{})}
-	key := s.key()
+	return l.ask(ctx, &request{ctx: ctx, scope: s, limited: true, perScan: perScan, perType: perType, f: f, done: make(chan struct{})})
+}
+
+// Queue stores the job of an event that is not held to limits (a scan's
+// start or end, a per-scan callback) in its scope, unless the scope holds
+// it already: once, whoever asks and however often.
+func (l *Limiter) Queue(ctx context.Context, s Scope, f Finding) error {
+	_, err := l.ask(ctx, &request{ctx: ctx, scope: s, f: f, done: make(chan struct{})})
+	return err
+}
+
+func (l *Limiter) ask(ctx context.Context, r *request) (Decision, error) {
+	key := r.scope.key()
 	l.mu.Lock()
 	q, running := l.queues[key]
 	l.queues[key] = append(q, r)
@@ -163,7 +179,7 @@ func (l *Limiter) Admit(ctx context.Context, s Scope, perScan, perType int, f Fi
 		return r.d, r.err
 	case <-ctx.Done():
 		// Its decision may still be made: asked again, it is the same.
-		return Decision{}, fmt.Errorf("limits of %s: %w", key, ctx.Err())
+		return Decision{}, fmt.Errorf("jobs of %s: %w", key, ctx.Err())
 	}
 }
 
@@ -213,126 +229,129 @@ func (l *Limiter) write(key string) {
 	go l.write(key)
 }
 
-// decide answers for one finding on c (loading it when nil) and, when the
-// finding is admitted, stores its job. It returns c as it stands after,
-// or nil when it must be read again.
+// decide answers for one request on c (reading the scope when nil) and,
+// when its job is to be stored, stores it. It returns c as it stands
+// after, or nil when it must be read again.
 func (l *Limiter) decide(c *count, r *request) (*count, Decision, error) {
-	filter := r.scope.filter()
-	subject := r.f.Job.Subject
+	m := r.f.Job
+	id, tok := m.Header.Get(jobs.HeaderWebhookID), lastToken(m.Subject)
 	for conflicts := 0; ; conflicts++ {
 		if err := r.ctx.Err(); err != nil {
 			return c, Decision{}, err
 		}
 		if c == nil {
-			var err error
-			if c, err = l.load(r.ctx, r.scope); err != nil {
+			c = &count{jobs: map[string]string{}, legacy: map[string]bool{}, byType: map[string]int{}}
+			if err := l.readLegacy(r.ctx, r.scope, c); err != nil {
 				return nil, Decision{}, err
 			}
 		}
-		tok, admitted := c.jobs[subject]
-		if admitted && !c.legacy[subject] {
+		if err := l.read(r.ctx, r.scope, c); err != nil {
+			return nil, Decision{}, err
+		}
+		_, stored := c.jobs[id]
+		if stored && !c.legacy[id] {
 			return c, Decision{Admitted: true}, nil
 		}
-		if !admitted {
-			tok = jobs.TypeToken(r.f.Type)
+		if !stored && r.limited {
 			if reason := c.reason(r.perScan, r.perType, tok); reason != "" {
 				return c, Decision{Reason: reason}, nil
 			}
 		}
-		m := r.f.Job
-		if admitted { // counted by its record: its job is stored once, whatever the filter holds
-			jobs.ExpectEmpty(m)
-			m.Header.Del(jetstream.ExpectedLastSubjSeqSubjHeader)
-		} else {
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(c.last, 10))
-			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, filter)
-		}
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(c.last, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, r.scope.filter())
 		ack, err := l.js.PublishMsg(r.ctx, m)
 		switch {
 		case err == nil:
-			c.add(subject, tok, ack.Sequence)
-			delete(c.legacy, subject)
-			return c, Decision{Admitted: true}, nil
-		case admitted && jobs.Exists(err):
-			delete(c.legacy, subject)
+			c.add(id, tok)
+			delete(c.legacy, id)
+			c.last = ack.Sequence
 			return c, Decision{Admitted: true}, nil
 		case !jobs.Exists(err):
-			return nil, Decision{}, fmt.Errorf("store job %s: %w", subject, err)
+			return nil, Decision{}, fmt.Errorf("store job %s: %w", m.Subject, err)
 		case conflicts >= maxConflicts:
-			return nil, Decision{}, fmt.Errorf("limits of %s: %w", r.scope.key(), kvdoc.ErrContention)
+			return nil, Decision{}, fmt.Errorf("jobs of %s: %w", r.scope.key(), kvdoc.ErrContention)
 		}
-		c = nil // another writer stored a job under the filter: look again
+		// Another writer stored a job in the scope: read it, decide again.
 	}
 }
 
-// load reads what is stored under s's filter: its last sequence first,
-// then its subjects, so that a job stored in between can only make the
-// count larger than at that sequence (and the next publication, expecting
-// it, is refused and looks again).
-func (l *Limiter) load(ctx context.Context, s Scope) (*count, error) {
-	stream, err := l.js.Stream(ctx, natsx.StreamDeliveries)
+// read brings c up to date with the scope: the jobs stored after the last
+// one c has read, in order, to the end.
+func (l *Limiter) read(ctx context.Context, s Scope, c *count) error {
+	stream, err := l.stream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("limits of %s: %w", s.key(), err)
+		return err
 	}
-	c := &count{jobs: map[string]string{}, legacy: map[string]bool{}, byType: map[string]int{}}
-	last, err := stream.GetLastMsgForSubject(ctx, s.filter())
-	switch {
-	case err == nil:
-		c.last = last.Sequence
-	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, fmt.Errorf("limits of %s: %w", s.key(), err)
+	for {
+		m, err := stream.GetMsg(ctx, c.last+1, jetstream.WithGetMsgSubject(s.filter()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read jobs of %s: %w", s.key(), err)
+		}
+		id := m.Header.Get(jobs.HeaderWebhookID)
+		if id == "" { // not stored by scanwire: one job of its own
+			id = "seq:" + strconv.FormatUint(m.Sequence, 10)
+		}
+		c.add(id, lastToken(m.Subject))
+		delete(c.legacy, id)
+		c.last = m.Sequence
 	}
-	subjects, err := subjectsUnder(ctx, stream, s.filter())
-	if err != nil {
-		return nil, fmt.Errorf("limits of %s: %w", s.key(), err)
-	}
-	for subj := range subjects {
-		c.add(subj, typeOf(subj), 0)
-	}
-	// Records written before the jobs were the count.
+}
+
+// readLegacy adds to c the findings a record of the limits bucket admitted
+// before the jobs were the record: they count, and a redelivered one gets
+// its job stored.
+func (l *Limiter) readLegacy(ctx context.Context, s Scope, c *count) error {
 	rec, _, err := kvdoc.Get[Record](ctx, l.kv, s.key())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	prefix := strings.TrimSuffix(s.filter(), "*.*")
 	for eventKey, typ := range rec.Admitted {
-		tok := jobs.TypeToken(typ)
-		subj := prefix + tok + "." + jobs.WebhookID(eventKey, s.SubscriptionID)
-		if _, ok := c.jobs[subj]; !ok {
-			c.add(subj, tok, 0)
-			c.legacy[subj] = true
-		}
+		id := jobs.WebhookID(eventKey, s.SubscriptionID)
+		c.add(id, jobs.TypeToken(typ))
+		c.legacy[id] = true
 	}
-	return c, nil
+	return nil
 }
 
-// subjectsUnder lists the subjects stored under filter.
-func subjectsUnder(ctx context.Context, stream jetstream.Stream, filter string) (map[string]uint64, error) {
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+// stream is DELIVERIES, looked up once.
+func (l *Limiter) stream(ctx context.Context) (jetstream.Stream, error) {
+	l.mu.Lock()
+	s := l.deliveries
+	l.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := l.js.Stream(ctx, natsx.StreamDeliveries)
 	if err != nil {
 		return nil, err
 	}
-	return info.State.Subjects, nil
+	l.mu.Lock()
+	l.deliveries = s
+	l.mu.Unlock()
+	return s, nil
 }
 
-// typeOf is the type token of a finding job's subject.
-func typeOf(subject string) string {
-	parts := strings.Split(subject, ".")
-	return parts[len(parts)-2]
-}
+// lastToken is the last token of a subject: a job's type token.
+func lastToken(subject string) string { return subject[strings.LastIndexByte(subject, '.')+1:] }
 
-func (c *count) add(subject, tok string, seq uint64) {
-	if _, ok := c.jobs[subject]; !ok {
-		c.jobs[subject] = tok
+func (c *count) add(id, tok string) {
+	if _, ok := c.jobs[id]; ok {
+		return
+	}
+	c.jobs[id] = tok
+	if jobs.IsFindingToken(tok) {
+		c.findings++
 		c.byType[tok]++
 	}
-	c.last = max(c.last, seq)
 }
 
 // reason says which limit a new finding of type token tok would break, or
 // "".
 func (c *count) reason(perScan, perType int, tok string) string {
-	if len(c.jobs) >= perScan {
+	if c.findings >= perScan {
 		return fmt.Sprintf("findings_per_scan limit of %d reached", perScan)
 	}
 	if c.byType[tok] >= perType {
@@ -430,66 +449,55 @@ func (l *Limiter) ScanStats(ctx context.Context, tenant, scanID string) ([]Stats
 	if p := events.BadToken(scanID); p != "" {
 		return nil, fmt.Errorf("%w: scan id %s", ErrBadID, p)
 	}
-	byKey := map[string]*Stats{}
-	stats := func(s Scope) *Stats {
-		k := s.key()
-		if st := byKey[k]; st != nil {
-			return st
-		}
-		st := &Stats{SubscriptionID: s.SubscriptionID, ScanID: scanID, ByType: map[string]*TypeStats{}}
-		if s.Source != tenant {
-			st.Customer = s.Source
-		}
-		byKey[k] = st
-		return st
-	}
-	// Admitted: the jobs, under deliveries.<tenant>.<sub>.<source>.<scan>.<type>.<id>.
-	stream, err := l.js.Stream(ctx, natsx.StreamDeliveries)
+	// The scopes: those with jobs (deliveries.<tenant>.<sub>.<source>.<scan>.<type>)
+	// and those with a record.
+	scopes := map[Scope]bool{}
+	stream, err := l.stream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read limits: %w", err)
 	}
-	subjects, err := subjectsUnder(ctx, stream, jobs.LimitFilter(tenant, "*", "*", scanID))
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(jobs.ScopeFilter(tenant, "*", "*", scanID)))
 	if err != nil {
 		return nil, fmt.Errorf("read limits: %w", err)
 	}
-	for subj := range subjects {
-		t := strings.Split(subj, ".")
-		st := stats(Scope{Tenant: tenant, SubscriptionID: t[2], Source: t[3], ScanID: scanID})
-		st.Admitted++
-		st.typeStats(jobs.TypeName(t[5])).Admitted++
+	for subj := range info.State.Subjects {
+		if t := strings.Split(subj, "."); jobs.IsFindingToken(t[5]) {
+			scopes[Scope{Tenant: tenant, SubscriptionID: t[2], Source: t[3], ScanID: scanID}] = true
+		}
 	}
-	// Suppressed, and admitted before the jobs were the count: the records.
 	lister, err := l.kv.ListKeysFiltered(ctx, tenant+".*."+scanID, tenant+".*.*."+scanID)
 	if err != nil {
 		return nil, fmt.Errorf("list limits: %w", err)
 	}
 	for k := range lister.Keys() {
-		rec, rev, err := kvdoc.Get[Record](ctx, l.kv, k)
-		if err != nil || rev == 0 {
-			continue // expired or deleted since listed, or corrupt
-		}
 		sub, source, ok := strings.Cut(k[len(tenant)+1:len(k)-len(scanID)-1], ".")
 		if !ok {
 			source = tenant
 		}
-		scope := Scope{Tenant: tenant, SubscriptionID: sub, Source: source, ScanID: scanID}
-		st := stats(scope)
-		prefix := strings.TrimSuffix(scope.filter(), "*.*")
-		for eventKey, typ := range rec.Admitted {
-			if _, ok := subjects[prefix+jobs.TypeToken(typ)+"."+jobs.WebhookID(eventKey, sub)]; !ok {
-				st.Admitted++
-				st.typeStats(typ).Admitted++
-			}
+		scopes[Scope{Tenant: tenant, SubscriptionID: sub, Source: source, ScanID: scanID}] = true
+	}
+	out := []Stats{}
+	for _, s := range slices.SortedFunc(maps.Keys(scopes), func(a, b Scope) int { return strings.Compare(a.key(), b.key()) }) {
+		c := &count{jobs: map[string]string{}, legacy: map[string]bool{}, byType: map[string]int{}}
+		if err := l.readLegacy(ctx, s, c); err != nil {
+			continue // a record that does not decode is left out
 		}
-		st.Suppressed += len(rec.Suppressed) + rec.SuppressedOverflow
+		if err := l.read(ctx, s, c); err != nil {
+			return nil, err
+		}
+		rec, _, _ := kvdoc.Get[Record](ctx, l.kv, s.key())
+		st := Stats{SubscriptionID: s.SubscriptionID, ScanID: scanID, ByType: map[string]*TypeStats{},
+			Admitted: c.findings, Suppressed: len(rec.Suppressed) + rec.SuppressedOverflow}
+		if s.Source != tenant {
+			st.Customer = s.Source
+		}
+		for tok, n := range c.byType {
+			st.typeStats(jobs.TypeName(tok)).Admitted += n
+		}
 		for _, t := range rec.Suppressed {
 			st.typeStats(t).Suppressed++
 		}
-	}
-	keys := slices.Sorted(maps.Keys(byKey))
-	out := make([]Stats, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, *byKey[k])
+		out = append(out, st)
 	}
 	return out, nil
 }

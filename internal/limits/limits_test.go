@@ -37,18 +37,23 @@ func ask(ctx context.Context, l *limits.Limiter, s limits.Scope, perScan, perTyp
 	return l.Admit(ctx, s, perScan, perType, limits.Finding{EventKey: eventID, Type: typ, Job: m})
 }
 
-// stored returns the jobs stored for scope s, by subject.
-func stored(t testing.TB, js jetstream.JetStream, s limits.Scope) map[string]uint64 {
+// stored returns how many jobs are stored in scope s, retries and other
+// copies not counted.
+func stored(t testing.TB, js jetstream.JetStream, s limits.Scope) int {
 	t.Helper()
 	stream, err := js.Stream(t.Context(), natsx.StreamDeliveries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(jobs.LimitFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID)))
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(jobs.ScopeFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Subjects
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
 }
 
 // stats returns the stats of one subscription of tenant acme for scan.
@@ -328,8 +333,8 @@ func TestHotScanSharesWrites(t *testing.T) {
 	if n := admitted.Load(); n != perScan {
 		t.Errorf("%d admitted, want exactly %d", n, perScan)
 	}
-	if jobs := stored(t, js, key); len(jobs) != perScan {
-		t.Errorf("%d jobs stored, want exactly %d", len(jobs), perScan)
+	if n := stored(t, js, key); n != perScan {
+		t.Errorf("%d jobs stored, want exactly %d", n, perScan)
 	}
 	e, err := kv.Get(t.Context(), limits.Key(key.Tenant, key.SubscriptionID, key.Source, key.ScanID))
 	if err != nil {
@@ -341,52 +346,82 @@ func TestHotScanSharesWrites(t *testing.T) {
 	t.Logf("%d suppressions in %d writes", 2*perReplica-perScan, e.Revision())
 }
 
-// The jobs are the count: a limiter that starts afresh (a restart, another
-// replica) decides on what is stored, a finding asked about again stores
-// nothing more, and a job stored under the filter by someone else (a
-// retry's copy) sends the limiter to look again instead of failing.
+// The jobs are the count: a limiter that starts afresh (a restart) decides
+// on what is stored, a finding asked about again stores nothing more, a
+// job another replica stored in the scope sends the limiter to read it
+// rather than fail, and copies of jobs (a retry) do not count.
 func TestJobsAreTheCount(t *testing.T) {
 	t.Parallel()
 	js := natsxtest.JetStream(t)
 	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
 	s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_J", Source: "acme", ScanID: "s1"}
-	first := limits.New(js, kv)
-	for _, id := range []string{"e1", "e2", "e3"} {
+	first, replica := limits.New(js, kv), limits.New(js, kv)
+	for _, id := range []string{"e1", "e2"} {
 		if d, err := ask(t.Context(), first, s, 4, 10, id, "xss"); err != nil || !d.Admitted {
 			t.Fatalf("%s: %+v, %v", id, d, err)
 		}
 	}
-	// A retry of e1's job lands on its subject: the filter's last sequence
-	// moves on without the first limiter.
+	// A retry of e1's job, on its copy subject.
 	j := jobs.Job{WebhookID: jobs.WebhookID("e1", s.SubscriptionID), Tenant: "acme", SourceTenant: "acme", SubscriptionID: s.SubscriptionID,
 		EventID: "e1", EventType: events.TypeFindingHigh, ScanID: "s1", FindingType: "xss", Event: []byte(`{}`), Attempt: 1}
 	m, err := j.Msg()
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.Subject = j.CopySubject()
 	if _, err := js.PublishMsg(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}
+	// The replica stores e3; first's count does not know of it.
+	if d, err := ask(t.Context(), replica, s, 4, 10, "e3", "sqli"); err != nil || !d.Admitted {
+		t.Fatalf("e3 by the replica: %+v, %v", d, err)
+	}
 	if d, err := ask(t.Context(), first, s, 4, 10, "e4", "xss"); err != nil || !d.Admitted {
-		t.Fatalf("e4 after a retry's copy: %+v, %v", d, err)
+		t.Fatalf("e4 after the replica's e3: %+v, %v", d, err)
 	}
 	restarted := limits.New(js, kv)
 	if d, err := ask(t.Context(), restarted, s, 4, 10, "e5", "xss"); err != nil || d.Admitted {
 		t.Errorf("e5 over the limit of 4, after a restart: %+v, %v", d, err)
 	}
-	for _, id := range []string{"e1", "e4"} {
+	for _, id := range []string{"e1", "e3", "e4"} {
 		if d, err := ask(t.Context(), restarted, s, 4, 10, id, "xss"); err != nil || !d.Admitted {
 			t.Errorf("%s asked again after a restart: %+v, %v", id, d, err)
 		}
 	}
-	got := stored(t, js, s)
-	if len(got) != 4 {
-		t.Errorf("%d jobs stored, want 4: %v", len(got), got)
+	if n := stored(t, js, s); n != 4 {
+		t.Errorf("%d jobs stored, want 4", n)
 	}
-	for subj, n := range got {
-		if want := map[bool]uint64{true: 2, false: 1}[strings.HasSuffix(subj, j.WebhookID)]; n != want {
-			t.Errorf("%s holds %d messages, want %d", subj, n, want)
+	if st := stats(t, restarted, "sub_J", "s1"); st.Admitted != 4 || st.ByType["xss"].Admitted != 3 || st.ByType["sqli"].Admitted != 1 || st.Suppressed != 1 {
+		t.Errorf("stats %+v, want 4 admitted (3 xss, 1 sqli) and 1 suppressed", st)
+	}
+}
+
+// Jobs that are not findings are stored once and never count against the
+// limits.
+func TestQueueStoresOnceAndCountsNot(t *testing.T) {
+	t.Parallel()
+	js := natsxtest.JetStream(t)
+	l := limits.New(js, natsxtest.KeyValue(t, js, natsx.BucketLimits))
+	s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_Q", Source: "acme", ScanID: "s1"}
+	started := func(id string) limits.Finding {
+		j := jobs.Job{WebhookID: jobs.WebhookID(id, s.SubscriptionID), Tenant: "acme", SourceTenant: "acme", SubscriptionID: s.SubscriptionID,
+			EventID: id, EventType: events.TypeScanStarted, ScanID: "s1", Event: []byte(`{}`)}
+		m, err := j.Msg()
+		if err != nil {
+			t.Fatal(err)
 		}
+		return limits.Finding{EventKey: id, Job: m}
+	}
+	for _, id := range []string{"start-1", "start-1", "start-2", "start-1"} {
+		if err := l.Queue(t.Context(), s, started(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := stored(t, js, s); n != 2 {
+		t.Errorf("%d jobs stored, want 2: each event's once", n)
+	}
+	if d, err := ask(t.Context(), l, s, 1, 1, "f1", "xss"); err != nil || !d.Admitted {
+		t.Errorf("the first finding beside two scan.started jobs, limit 1: %+v, %v", d, err)
 	}
 }
 
@@ -410,8 +445,8 @@ func TestAdmittedRecordsStillCount(t *testing.T) {
 			t.Errorf("%s: %+v, %v; want admitted %v", c.id, d, err, c.admit)
 		}
 	}
-	if got := stored(t, js, s); len(got) != 2 {
-		t.Errorf("jobs stored %v, want old-1's and new-1's, once each", got)
+	if n := stored(t, js, s); n != 2 {
+		t.Errorf("%d jobs stored, want old-1's and new-1's, once each", n)
 	}
 	if st := stats(t, l, "sub_L", "s1"); st.Admitted != 3 || st.Suppressed != 1 || st.ByType["sqli"].Admitted != 1 {
 		t.Errorf("stats %+v, want 3 admitted (one sqli) and 1 suppressed", st)

@@ -101,13 +101,13 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		},
 		{
 			// Limits retention: a delivered job stays, so that the jobs
-			// themselves are the record of what fan-out queued (a job is
-			// stored at most once per subject, see jobs.Job.Subject, and
-			// the distinct subjects of a scan are its admitted findings,
-			// see internal/limits). What is still to do is the delivery
-			// consumer's pending count, not the stream's. An ack writes
-			// nothing to the stream (a work queue wrote a tombstone per
-			// job); jobs leave by age, with the events they came from.
+			// themselves are the record of what fan-out queued for each
+			// subscription and scan (jobs.Job.Subject, internal/limits):
+			// none stored twice, the findings among them the admitted.
+			// What is still to do is the delivery consumer's pending
+			// count, not the stream's. An ack writes nothing to the stream
+			// (a work queue wrote a tombstone per job); jobs leave by age,
+			// with the events they came from.
 			Name:        StreamDeliveries,
 			Description: "one delivery job per (event, subscription); retries.> holds scheduled retries",
 			Subjects:    []string{"deliveries.>", "retries.>"},
@@ -116,7 +116,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			// A retry waits as a scheduled message, not as an
 			// unacknowledged delivery (see delivery.retryLater).
 			AllowMsgSchedules: true,
-			Duplicates:        min(t.DedupeWindow, CopyDedupeWindow),
+			Duplicates:        min(t.DedupeWindow, CopyDedupeWindow, t.jobRetention()),
 			MaxMsgSize:        MaxMsgSize,
 			Storage:           jetstream.FileStorage,
 			Replicas:          t.Replicas,

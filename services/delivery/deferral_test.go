@@ -68,7 +68,7 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	if got := m.Header.Get("traceparent"); got != q.tp {
 		t.Errorf("deferred traceparent %q, want the job's %q", got, q.tp)
 	}
-	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.Subject(); got != want {
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.CopySubject(); got != want {
 		t.Errorf("deferred copy scheduled to %q, want %q", got, want)
 	}
 	if !strings.HasPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ") {

@@ -326,7 +326,7 @@ func TestRetryScheduledOn503(t *testing.T) {
 	if got := m.Header.Get("traceparent"); got != q.tp {
 		t.Errorf("retry traceparent %q, want the job's %q", got, q.tp)
 	}
-	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.Subject(); got != want {
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.CopySubject(); got != want {
 		t.Errorf("retry scheduled to %q, want %q", got, want)
 	}
 	at, ok := strings.CutPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ")

@@ -111,7 +111,7 @@ func (d *Delivery) retryLater(msg jetstream.Msg, meta *jetstream.MsgMetadata, jo
 // scheduledCopy is job as a scheduled message due after delay: stored on
 // jobs.RetrySubject (outside the delivery consumer's filter) under the
 // number of attempts job has made, and moved by the server to the job's
-// deliveries. subject when its time comes. It keeps msg's trace context:
+// copy subject (jobs.Job.CopySubject) when its time comes. It keeps msg's trace context:
 // the next attempt is a sibling of this one, in the same trace.
 //
 // Its dedupe id is keyed on msg's stream sequence, not just the webhook id
@@ -124,7 +124,7 @@ func scheduledCopy(msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job
 		return nil, nil, err
 	}
 	telemetry.CopyTrace(msg.Headers(), m.Header)
-	target := m.Subject
+	target := job.CopySubject() // outside the record of the job's scope (jobs.ScopeFilter)
 	m.Subject = jobs.RetrySubject(job.WebhookID, job.Attempt)
 	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s.%d", m.Subject, meta.Sequence.Stream))
 	// Schedules have one-second resolution: round up, never early.

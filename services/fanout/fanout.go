@@ -109,8 +109,8 @@ func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
 // Run consumes SCAN_EVENTS until ctx ends. An event is acked only once all
 // of its jobs are stored (or it is stored in REJECTED); on a failure of
 // ours it comes back after a backoff, and a second pass stores none of the
-// jobs the first one stored: each has a subject of its own, published
-// only while empty (jobs.Job.Subject).
+// jobs the first one stored: they are in the record of their subscription
+// and scan (internal/limits).
 func (f *Fanout) Run(ctx context.Context) error {
 	cons, err := f.js.CreateOrUpdateConsumer(ctx, natsx.StreamScanEvents, jetstream.ConsumerConfig{
 		Durable:     f.cfg.Consumer,
@@ -296,11 +296,15 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 			trace.WithAttributes(attribute.String("scanwire.subscription_id", s.ID), attribute.String("scanwire.webhook_id", j.WebhookID)))
 		telemetry.Inject(jctx, m.Header)
 		jspan.End()
-		if events.IsFinding(j.EventType) {
+		if e.Type() != events.TypeWebhookTest {
+			// In the record of its subscription and scan, once; a
+			// finding only if its limits admit it (internal/limits).
 			admitted.Go(func() { admits[i] = f.admit(mctx, s, in, m) })
 			continue
 		}
-		jobs.ExpectEmpty(m)
+		// A test is asked for by hand, each with an id of its own: only a
+		// redelivery repeats one, within minutes.
+		m.Header.Set(nats.MsgIdHdr, j.WebhookID)
 		ack, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait(ctx)))
 		if err != nil {
 			return fmt.Errorf("queue job for %s: %w", s.ID, err)
@@ -384,11 +388,17 @@ func (f *Fanout) pairCallback(ctx context.Context, in *incoming) error {
 	return nil
 }
 
-// admit applies the per-scan finding limits of s to a finding and stores
-// m, its job, if they admit it. The decision is the same every time the
-// event is seen, so a redelivered event is admitted (or suppressed) again,
-// never counted or stored twice.
+// admit stores m, the job of in for s, in the record of s and its scan,
+// unless it is there already; a finding only if the subscription's
+// per-scan limits admit it. The decision is the same every time the event
+// is seen, so a redelivered event is admitted (or suppressed) again, never
+// counted or stored twice.
 func (f *Fanout) admit(ctx context.Context, s *subscriptions.Subscription, in *incoming, m *nats.Msg) error {
+	scope := limits.Scope{Tenant: s.Tenant, SubscriptionID: s.ID, Source: in.addr.Tenant, ScanID: in.addr.ScanID}
+	job := limits.Finding{EventKey: in.key, Type: in.data.Type, Job: m}
+	if !events.IsFinding(in.e.Type()) {
+		return f.limits.Queue(ctx, scope, job)
+	}
 	perScan, perType := s.Limits.FindingsPerScan, s.Limits.FindingsPerType
 	if perScan == 0 {
 		perScan = subscriptions.DefaultFindingsPerScan
@@ -396,18 +406,24 @@ func (f *Fanout) admit(ctx context.Context, s *subscriptions.Subscription, in *i
 	if perType == 0 {
 		perType = subscriptions.DefaultFindingsPerType
 	}
-	scope := limits.Scope{Tenant: s.Tenant, SubscriptionID: s.ID, Source: in.addr.Tenant, ScanID: in.addr.ScanID}
-	dec, err := f.limits.Admit(ctx, scope, perScan, perType, limits.Finding{EventKey: in.key, Type: in.data.Type, Job: m})
-	switch {
-	case err != nil && natsx.TooLarge(err):
-		return err
-	case err != nil:
-		return &limitsError{err}
-	case !dec.Admitted:
+	dec, err := f.limits.Admit(ctx, scope, perScan, perType, job)
+	if err != nil {
+		return wrapLimits(err)
+	}
+	if !dec.Admitted {
 		f.tel.Metrics.LimitSuppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("subscription_id", s.ID)))
 		f.log.DebugContext(ctx, "finding suppressed", "subscription_id", s.ID, "scan_id", in.addr.ScanID, "event_id", in.e.ID(), "reason", dec.Reason)
 	}
 	return nil
+}
+
+// wrapLimits marks a failure to decide or store a job as the limits' (a
+// job the stream can never take stays what it is).
+func wrapLimits(err error) error {
+	if err == nil || natsx.TooLarge(err) {
+		return err
+	}
+	return &limitsError{err}
 }
 
 // waitAcks waits for the server to confirm every job, until ctx's deadline
@@ -417,9 +433,6 @@ func waitAcks(ctx context.Context, acks []jetstream.PubAckFuture) error {
 		select {
 		case <-a.Ok():
 		case err := <-a.Err():
-			if jobs.Exists(err) { // stored by an earlier pass
-				continue
-			}
 			return fmt.Errorf("store job: %w", err)
 		case <-ctx.Done():
 			return fmt.Errorf("store job: no ack from the server in time: %w", ctx.Err())

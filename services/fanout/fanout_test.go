@@ -361,9 +361,11 @@ func TestValidEventQueuesOneJobPerMatchingSubscription(t *testing.T) {
 			t.Errorf("job %+v does not describe event %s for its subscription", j, ev.id)
 		}
 		got = append(got, j.SubscriptionID)
-		// Its own subject, named by its webhook id, scan and finding type.
-		if want := "deliveries.acme." + j.SubscriptionID + ".acme.s1." + j.FindingType + "." + j.WebhookID; m.Subject != want || j.FindingType == "" {
-			t.Errorf("job on %s, want %s", m.Subject, want)
+		// In its subscription's record of the scan, under its finding
+		// type, with its webhook id.
+		if want := "deliveries.acme." + j.SubscriptionID + ".acme.s1." + j.FindingType; m.Subject != want || j.FindingType == "" ||
+			m.Header.Get(jobs.HeaderWebhookID) != j.WebhookID {
+			t.Errorf("job on %s with webhook id %q, want %s and %s", m.Subject, m.Header.Get(jobs.HeaderWebhookID), want, j.WebhookID)
 		}
 		var stored struct {
 			ID   string          `json:"id"`
