@@ -163,7 +163,9 @@ func TestRedeliveredEventsKeepTheirLimitDecision(t *testing.T) {
 // suppressions expires.
 func TestLimitRecordsExpire(t *testing.T) {
 	t.Parallel()
-	p := startPipeline(t, "", func(c *app.Config) { c.Topology.LimitRetention, c.Topology.EventRetention = 3*time.Second, 3*time.Second })
+	p := startPipeline(t, "", func(c *app.Config) {
+		c.Topology.LimitRetention, c.Topology.EventRetention = 3*time.Second, 3*time.Second
+	})
 	r := newReceiver(t, nil)
 	p.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"finding.*"}, Limits: subscriptions.Limits{FindingsPerScan: 2}})
 	publishFindings(t, p, "s1", 3, func(i int) string { return "xss" })

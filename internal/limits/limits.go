@@ -72,8 +72,10 @@ type Scope struct {
 	Tenant, SubscriptionID, Source, ScanID string
 }
 
-func (s Scope) key() string    { return Key(s.Tenant, s.SubscriptionID, s.Source, s.ScanID) }
-func (s Scope) filter() string { return jobs.ScopeFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID) }
+func (s Scope) key() string { return Key(s.Tenant, s.SubscriptionID, s.Source, s.ScanID) }
+func (s Scope) filter() string {
+	return jobs.ScopeFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID)
+}
 
 // Finding is an event asked about, with its job for the scope's
 // subscription (jobs.Job.Msg: on its Subject, with its webhook id).
