@@ -237,6 +237,9 @@ func (l *Limiter) write(key string) {
 func (l *Limiter) decide(c *count, r *request) (*count, Decision, error) {
 	m := r.f.Job
 	id, tok := m.Header.Get(jobs.HeaderWebhookID), lastToken(m.Subject)
+	// A count kept from earlier decisions is read again only when the
+	// store says it is behind (a conflict below).
+	stale := c == nil
 	for conflicts := 0; ; conflicts++ {
 		if err := r.ctx.Err(); err != nil {
 			return c, Decision{}, err
@@ -247,8 +250,11 @@ func (l *Limiter) decide(c *count, r *request) (*count, Decision, error) {
 				return nil, Decision{}, err
 			}
 		}
-		if err := l.read(r.ctx, r.scope, c); err != nil {
-			return nil, Decision{}, err
+		if stale {
+			if err := l.read(r.ctx, r.scope, c); err != nil {
+				return nil, Decision{}, err
+			}
+			stale = false
 		}
 		_, stored := c.jobs[id]
 		if stored && !c.legacy[id] {
@@ -274,6 +280,7 @@ func (l *Limiter) decide(c *count, r *request) (*count, Decision, error) {
 			return nil, Decision{}, fmt.Errorf("jobs of %s: %w", r.scope.key(), kvdoc.ErrContention)
 		}
 		// Another writer stored a job in the scope: read it, decide again.
+		stale = true
 	}
 }
 
