@@ -255,11 +255,10 @@ func (f *Fanout) checkCallbackURL(ctx context.Context, u string) error {
 	}
 }
 
-// queue stores one job per matched subscription, each at most once
-// (jobs.Job.Subject), and waits until the server has confirmed every one
-// (within ctx: the event's AckWait). A finding's job is stored only if
-// the subscription's limits admit it, by the limiter, which stores it as
-// its record of the admission (see admit).
+// queue stores one job per matched subscription, each at most once (in
+// the record of its subscription and scan, see admit), and waits until the
+// server has confirmed every one (within ctx: the event's AckWait). A
+// finding's job is stored only if the subscription's limits admit it.
 func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.Subscription) error {
 	mctx, span := f.tel.Tracer.Start(ctx, "match")
 	defer span.End()
@@ -270,6 +269,7 @@ func (f *Fanout) queue(ctx context.Context, in *incoming, subs []*subscriptions.
 	e, now := in.e, time.Now().UTC()
 	var acks []jetstream.PubAckFuture
 	var admitted sync.WaitGroup
+	defer admitted.Wait() // on an early return too: no writer outlives its event
 	admits := make([]error, len(subs))
 	for i, s := range subs {
 		j := jobs.Job{
