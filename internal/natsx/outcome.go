@@ -24,7 +24,8 @@ const (
 	Defer
 	// Reject: the message can never be processed (an invalid event, a job
 	// given up on). Its copy is stored (REJECTED, DLQ), then the message is
-	// terminated. On a work queue term deletes, hence the copy first.
+	// terminated: never handed out again (on a work queue, deleted),
+	// hence the copy first.
 	Reject
 	// Fail: our own failure (NATS unavailable, a store conflict), not the
 	// message's. It is naked with a backoff that grows with its deliveries.

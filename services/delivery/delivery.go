@@ -214,8 +214,8 @@ func (d *Delivery) Run(ctx context.Context) error {
 		// progress is never handed to a second worker.
 		AckWait: d.ackWait(),
 		// The subscription's schedule is the cap, not the server: a
-		// server-side MaxDeliver would strand the job in the work queue
-		// without a dead letter.
+		// server-side MaxDeliver would strand the job without a dead
+		// letter.
 		MaxDeliver:    -1,
 		MaxAckPending: d.cfg.MaxAckPending,
 	})

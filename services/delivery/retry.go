@@ -133,9 +133,10 @@ func scheduledCopy(msg jetstream.Msg, meta *jetstream.MsgMetadata, job *jobs.Job
 }
 
 // deadLetter gives up on a job: the consume loop stores dl in the DLQ and
-// then terminates the job. The order matters: on a work queue, term
-// deletes the job, so it must be safe in the DLQ first. If the DLQ write
-// fails the job is kept and tried again later.
+// then terminates the job. The order matters: once terminated, the job is
+// never handed out again (and on a work queue, as DELIVERIES was, it is
+// deleted), so it must be safe in the DLQ first. If the DLQ write fails the
+// job is kept and tried again later.
 func (d *Delivery) deadLetter(ctx context.Context, meta *jetstream.MsgMetadata, dl *dlq.DeadLetter) natsx.Outcome {
 	dl.DeadAt = time.Now().UTC()
 	m, err := dl.Msg(meta.Sequence.Stream)
