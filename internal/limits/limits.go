@@ -40,9 +40,8 @@ import (
 // redelivered after a fan-out crash may be counted twice (never delivered).
 const maxRemembered = 1_000
 
-// maxConflicts bounds how often one finding is decided again because
-// another writer (a replica, a retry of a job of the same scan) stored a
-// job under its filter first.
+// maxConflicts bounds how often one job is decided again because another
+// writer (a replica's) stored a job in its scope first.
 const maxConflicts = 20
 
 // Record is what the limits bucket keeps of one (subscription, scan): its
@@ -85,7 +84,8 @@ type Finding struct {
 	Job      *nats.Msg
 }
 
-// Limiter decides and counts.
+// Limiter keeps the record of each scope: it stores jobs (Queue), and
+// decides and counts findings (Admit).
 //
 // The findings of one scan arrive at once, from many fan-out workers: were
 // each to publish against the scan's filter on its own, all but one would
