@@ -113,6 +113,8 @@ type App struct {
 	ownTel bool
 	// callbacks pairs scan.started and scan.finished for fan-out.
 	callbacks *callbacks.Registry
+	// lanes is the lanes bucket, for delivery.
+	lanes jetstream.KeyValue
 	// writes is whether this process's writes are stored, for /readyz.
 	writes natsx.Writes
 	http   *http.Server
@@ -258,7 +260,7 @@ func (a *App) connect(ctx context.Context) error {
 // openStores opens the buckets and builds the stores and caches over them.
 func (a *App) openStores(ctx context.Context) error {
 	kv := map[string]jetstream.KeyValue{}
-	for _, b := range []string{natsx.BucketSubscriptions, natsx.BucketLimits, natsx.BucketTenants, natsx.BucketCallbacks} {
+	for _, b := range []string{natsx.BucketSubscriptions, natsx.BucketLimits, natsx.BucketTenants, natsx.BucketCallbacks, natsx.BucketLanes} {
 		bucket, err := a.JS.KeyValue(ctx, b)
 		if err != nil {
 			return fmt.Errorf("bucket %s: %w", b, err)
@@ -274,6 +276,7 @@ func (a *App) openStores(ctx context.Context) error {
 	a.Tenants = tenants.NewStore(kv[natsx.BucketTenants])
 	a.TenantsC = tenants.NewCache(kv[natsx.BucketTenants], a.log)
 	a.callbacks = callbacks.New(kv[natsx.BucketCallbacks], a.JS)
+	a.lanes = kv[natsx.BucketLanes]
 	return nil
 }
 
@@ -290,7 +293,7 @@ func (a *App) startService(ctx, runCtx context.Context, name string) error {
 		a.cutter = &cutTransport{base: client.Transport, cut: a.cut}
 		client.Transport = a.cutter
 		d := delivery.New(a.JS, delivery.Deps{Subs: a.Subs, Store: a.Store, Tenants: a.Tenants, Client: client,
-			Attempts: a.Attempts, Telemetry: a.Tel, Writes: &a.writes}, a.log, a.cfg.Delivery)
+			Attempts: a.Attempts, Telemetry: a.Tel, Writes: &a.writes, Lanes: a.lanes}, a.log, a.cfg.Delivery)
 		a.spawn(name, func() error { return d.Run(runCtx) })
 	case ServiceGateway:
 		return a.startGateway()

@@ -21,6 +21,7 @@ const (
 	BucketLimits        = "limits"
 	BucketTenants       = "tenants"
 	BucketCallbacks     = "callbacks"
+	BucketLanes         = "lanes"
 )
 
 // Topology says how the streams are kept. The zero value is not useful;
@@ -167,6 +168,8 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 		// Per-scan state lives as long as a scan may: it expires on its own.
 		{Bucket: BucketCallbacks, Description: "per-scan callbacks waiting for their pair, key <tenant>.<scan_id>", History: 1, TTL: t.LimitRetention},
 		{Bucket: BucketLimits, Description: "per-scan finding limits, key <tenant>.<subscription_id>.<scan_id>", History: 1, TTL: t.LimitRetention},
+		// A lane is never closed (services/delivery/lanes.go): no TTL.
+		{Bucket: BucketLanes, Description: "subscriptions whose jobs have a consumer of their own, key <tenant>.<subscription_id>", History: 1},
 	}
 }
 

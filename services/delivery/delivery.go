@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -95,6 +96,12 @@ type Config struct {
 	// AutoDisableAfter disables a subscription whose deliveries have kept
 	// failing this long.
 	AutoDisableAfter time.Duration
+	// LaneAfter is how long an endpoint is slow before the subscription of
+	// a job it holds up gets a lane of its own (lanes.go; default 10s).
+	LaneAfter time.Duration
+	// LaneWorkers is how many requests one lane makes at once (default
+	// half the slow budget).
+	LaneWorkers int
 }
 
 // Defaults returns c with every zero field set to its default, and the
@@ -149,6 +156,12 @@ func (c Config) Defaults() Config {
 	if c.AutoDisableAfter <= 0 {
 		c.AutoDisableAfter = 5 * 24 * time.Hour
 	}
+	if c.LaneAfter <= 0 {
+		c.LaneAfter = 10 * time.Second
+	}
+	if c.LaneWorkers <= 0 {
+		c.LaneWorkers = max(1, c.SlowBudget/2)
+	}
 	return c
 }
 
@@ -170,8 +183,12 @@ type Delivery struct {
 	// deferred counts the deferred jobs out, in all and per tenant (see
 	// deferJob).
 	deferred deferrals
-	log      *slog.Logger
-	cfg      Config
+	// lanes are the subscriptions with a consumer of their own (lanes.go);
+	// nil without a lanes bucket.
+	lanes     *lanes
+	laneLoops sync.WaitGroup
+	log       *slog.Logger
+	cfg       Config
 }
 
 // Deps are what delivery works with.
@@ -190,15 +207,21 @@ type Deps struct {
 	// Writes is told whether retries, deferrals and dead letters were
 	// stored (readiness).
 	Writes *natsx.Writes
+	// Lanes is the lanes bucket (natsx.BucketLanes); nil: no lanes.
+	Lanes jetstream.KeyValue
 }
 
 // New returns a delivery service.
 func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery {
 	cfg = cfg.Defaults()
 	log = log.With("service", "delivery")
-	return &Delivery{js: js, subs: d.Subs, store: d.Store, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
+	del := &Delivery{js: js, subs: d.Subs, store: d.Store, tenants: d.Tenants, client: d.Client, attempts: d.Attempts, tel: d.Telemetry,
 		gate:   newGate(gateLimits{perEndpoint: cfg.PerEndpoint, share: cfg.TenantShare, slowBudget: cfg.SlowBudget, slowAfter: cfg.SlowAfter}, log),
 		health: &health{store: d.Store, after: cfg.AutoDisableAfter, log: log}, writes: d.Writes, log: log, cfg: cfg}
+	if d.Lanes != nil {
+		del.lanes = &lanes{kv: d.Lanes, from: map[string]uint64{}, running: map[string]context.CancelFunc{}}
+	}
+	return del
 }
 
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
@@ -233,7 +256,13 @@ func (d *Delivery) Run(ctx context.Context) error {
 	d.log.Info("delivery started", "consumer", d.cfg.Consumer, "workers", d.cfg.Workers, "timeout", d.cfg.Timeout,
 		"tenant_share", d.cfg.TenantShare, "slow_budget", d.cfg.SlowBudget, "slow_after", d.cfg.SlowAfter, "per_endpoint", d.cfg.PerEndpoint,
 		"max_naked", d.cfg.MaxNaked)
+	var watch sync.WaitGroup
+	if d.lanes != nil {
+		watch.Go(func() { d.runLanes(ctx) })
+	}
 	err = natsx.Consume(ctx, cons, d.handle, natsx.Options{Workers: d.cfg.Workers, JS: d.js, Log: d.log, Settled: d.settled, Writes: d.writes})
+	watch.Wait()
+	d.laneLoops.Wait()
 	d.log.Info("delivery stopped")
 	return err
 }
@@ -242,8 +271,18 @@ func (d *Delivery) Run(ctx context.Context) error {
 // and ten seconds for the rest (recording, storing the next attempt).
 func (d *Delivery) ackWait() time.Duration { return d.cfg.SlotWait + d.cfg.Timeout + 10*time.Second }
 
-// handle makes one attempt at a job and says what becomes of it.
+// handle makes one attempt at a job of the delivery consumer and says
+// what becomes of it.
 func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
+	return d.process(ctx, msg, false)
+}
+
+// handleLane is handle for a lane's consumer (lanes.go).
+func (d *Delivery) handleLane(ctx context.Context, msg jetstream.Msg) natsx.Outcome {
+	return d.process(ctx, msg, true)
+}
+
+func (d *Delivery) process(ctx context.Context, msg jetstream.Msg, lane bool) natsx.Outcome {
 	meta, err := msg.Metadata()
 	if err != nil {
 		d.log.Error("message without metadata", "subject", msg.Subject(), "err", err)
@@ -252,6 +291,9 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 	job, err := jobs.Decode(msg.Data())
 	if err != nil {
 		return d.deadLetter(ctx, meta, &dlq.DeadLetter{Code: dlq.ReasonUndecodable, Reason: err.Error(), Raw: msg.Data()})
+	}
+	if !lane && d.lanes.owns(job.Tenant, job.SubscriptionID, meta.Sequence.Stream, msg.Subject()) {
+		return natsx.Finished() // its lane delivers it
 	}
 	// The attempt number travels in the job, not in JetStream's delivery
 	// count: a job deferred because its endpoint is busy, or handed back at
@@ -271,6 +313,23 @@ func (d *Delivery) handle(ctx context.Context, msg jetstream.Msg) natsx.Outcome 
 		// this job waits outside the workers, so that neither can take
 		// them all.
 		span.SetAttributes(attribute.String("scanwire.deferred", refused.reason.String()))
+		if lane { // a nak: the lane's MaxAckPending bounds them
+			return natsx.DeferFor(d.deferDelay(refused), refused.reason)
+		}
+		if refused.reason == deferSlow && refused.slowFor >= d.cfg.LaneAfter && d.lanes != nil {
+			owned, opened, err := d.lanes.open(ctx, job.Tenant, job.SubscriptionID, meta.Sequence.Stream,
+				fmt.Sprintf("endpoint %s slow for %s", host(sub.URL), refused.slowFor.Round(time.Second)))
+			if opened {
+				d.log.WarnContext(ctx, "endpoint slow: its subscription's jobs move to a lane of their own", "tenant", job.Tenant,
+					"subscription_id", job.SubscriptionID, "host", host(sub.URL), "slow_for", refused.slowFor.Round(time.Second))
+			}
+			if err == nil && owned {
+				return natsx.Finished() // the lane has it, from this job on
+			}
+			if err != nil {
+				d.log.ErrorContext(ctx, "no lane for a slow endpoint; its jobs are deferred", "err", err)
+			}
+		}
 		d.log.DebugContext(ctx, "deferred", "webhook_id", job.WebhookID, "subscription_id", job.SubscriptionID, "tenant", job.Tenant,
 			"reason", refused.reason.String(), "endpoint_slow_for", refused.slowFor.Round(time.Millisecond))
 		return d.deferJob(msg, meta, job, refused)

@@ -1,0 +1,71 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+	"github.com/scanwire/scanwire/services/delivery"
+)
+
+// A hung endpoint's backlog moves to a lane of its own
+// (services/delivery/lanes.go): the delivery consumer leaves it behind, so
+// a job queued after it is delivered within seconds, not after the whole
+// backlog has been deferred; and once the endpoint answers again, the lane
+// delivers every job of the backlog.
+func TestHungSubscriptionGetsALane(t *testing.T) {
+	t.Parallel()
+	p := startPipeline(t, "", func(c *app.Config) {
+		c.Delivery.Timeout, c.Delivery.LaneAfter, c.Delivery.DeferMax = time.Second, 2*time.Second, 2*time.Second
+	})
+	hung, healthy := newHungEndpoints(t, 1), newReceiver(t, nil)
+	slow := p.subscribe(t, subscriptions.Subscription{Tenant: "hung", URL: hung.servers[0].URL, Events: []string{"scan.started"}})
+	p.subscribe(t, subscriptions.Subscription{Tenant: "fine", URL: healthy.URL, Events: []string{"scan.started"}})
+	const backlog = 300
+	for i := range backlog {
+		scan := fmt.Sprintf("h%d", i)
+		if _, err := p.JS.PublishMsgAsync(eventMsg(t, "hung", events.TypeScanStarted, scan, map[string]any{"scan_id": scan, "target": "hung.example.com"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-p.JS.PublishAsyncComplete()
+
+	lanes := natsxtest.KeyValue(t, p.JS, natsx.BucketLanes)
+	var lane struct {
+		From uint64 `json:"from"`
+	}
+	eventually(t, 30*time.Second, func() bool {
+		e, err := lanes.Get(context.Background(), "hung."+slow.ID)
+		return err == nil && json.Unmarshal(e.Value(), &lane) == nil && lane.From > 0
+	})
+	start := time.Now()
+	p.publish(t, "fine", events.TypeScanStarted, "f1", map[string]any{"scan_id": "f1", "target": "app.example.com"})
+	eventually(t, 15*time.Second, func() bool { return healthy.count() == 1 })
+	behind := time.Since(start)
+	// The delivery consumer has left the backlog to the lane: it holds at
+	// most the jobs it had deferred before the lane opened.
+	eventually(t, 15*time.Second, func() bool {
+		c, err := p.JS.Consumer(context.Background(), natsx.StreamDeliveries, delivery.ConsumerName(delivery.Config{}))
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && uint64(info.NumAckPending) < lane.From
+	})
+
+	hung.unhang()
+	answered := func() int {
+		hung.mu.Lock()
+		defer hung.mu.Unlock()
+		return len(hung.answered[0])
+	}
+	eventually(t, 60*time.Second, func() bool { return answered() == backlog })
+	t.Logf("a job behind the lane delivered %s after it was published; the backlog of %d delivered once its endpoint answered", behind.Round(time.Millisecond), backlog)
+}
