@@ -52,6 +52,10 @@ type lanes struct {
 	mu      sync.Mutex
 	from    map[string]uint64             // by key, the first sequence each lane owns
 	running map[string]context.CancelFunc // by key, the lane loops of this process
+	// start runs a lane in this process; nil until the process watches
+	// the bucket, and until then no lane is opened and no job is left to
+	// one (see runLanes).
+	start func(key string, rec laneRecord)
 }
 
 func laneKey(tenant, subscriptionID string) string { return tenant + "." + subscriptionID }
@@ -74,7 +78,7 @@ func (l *lanes) owns(tenant, subscriptionID string, seq uint64, subject string) 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	from, ok := l.from[laneKey(tenant, subscriptionID)]
-	return ok && seq >= from
+	return ok && seq >= from && l.start != nil
 }
 
 // open records a lane for (tenant, subscription) from seq, unless it has
@@ -82,6 +86,12 @@ func (l *lanes) owns(tenant, subscriptionID string, seq uint64, subject string) 
 // call opened the lane.
 func (l *lanes) open(ctx context.Context, tenant, subscriptionID string, seq uint64, reason string) (owned, opened bool, err error) {
 	key := laneKey(tenant, subscriptionID)
+	l.mu.Lock()
+	start := l.start
+	l.mu.Unlock()
+	if start == nil {
+		return false, false, fmt.Errorf("open lane %s: the lanes are not watched", key)
+	}
 	b, err := json.Marshal(laneRecord{From: seq, Created: time.Now().UTC(), Reason: reason})
 	if err != nil {
 		return false, false, err
@@ -95,9 +105,7 @@ func (l *lanes) open(ctx context.Context, tenant, subscriptionID string, seq uin
 	if err != nil {
 		return false, false, err
 	}
-	l.mu.Lock()
-	l.from[key] = rec.From
-	l.mu.Unlock()
+	start(key, rec) // here at once, whenever the watch tells
 	return seq >= rec.From, opened, nil
 }
 
@@ -122,6 +130,9 @@ func (d *Delivery) runLanes(ctx context.Context) {
 		return
 	}
 	defer func() { _ = w.Stop() }()
+	d.lanes.mu.Lock()
+	d.lanes.start = func(key string, rec laneRecord) { d.startLane(ctx, key, rec) }
+	d.lanes.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():

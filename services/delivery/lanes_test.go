@@ -5,9 +5,14 @@ import "testing"
 // A lane owns its subscription's jobs from its first sequence on, and only
 // those on its filter's subjects: a job stored before it, another
 // subscription's, or one on an earlier release's subject stays with the
-// delivery consumer, so that none is left to neither.
+// delivery consumer, so that none is left to neither; and a process that
+// does not run lanes leaves no job to one.
 func TestLaneOwns(t *testing.T) {
 	l := &lanes{from: map[string]uint64{laneKey("acme", "sub_A"): 100}}
+	if l.owns("acme", "sub_A", 150, "deliveries.acme.sub_A.acme.s1.xss") {
+		t.Error("a process that does not watch the lanes left a job to one")
+	}
+	l.start = func(string, laneRecord) {}
 	for _, c := range []struct {
 		sub     string
 		seq     uint64
