@@ -49,6 +49,7 @@ import (
 // -memprofile is written after the pipelines have stopped).
 var (
 	memoryBacklog     = flag.Int("memory.backlog", 1_000_000, "jobs queued for the dead endpoint in BenchmarkMemoryDeadEndpointBacklog")
+	memoryPerScan     = flag.Int("memory.perscan", 1, "jobs of the backlog per scan: its subjects are backlog/perscan (a subscription's jobs for one scan share one, jobs.Job.Subject)")
 	memoryDrain       = flag.Duration("memory.drain", 20*time.Minute, "how long BenchmarkMemoryDeadEndpointBacklog waits for the backlog to be handed out")
 	memoryHeapProfile = flag.String("memory.heapprofile", "", "directory for heap profiles taken at the end of each memory benchmark run")
 )
@@ -267,12 +268,13 @@ func storeSubscriptionDocs(b *testing.B, p *pipeline, n int) {
 
 // queueDeadJobs publishes n jobs for tenant dead's subscription straight
 // into DELIVERIES, each as fan-out stores it: one scan.started event per
-// job, its structured form in the job, on the job's own subject.
+// job, -memory.perscan of them per scan, its structured form in the job,
+// on its subscription's and scan's subject.
 func queueDeadJobs(b *testing.B, p *pipeline, subID string, n int) {
 	b.Helper()
 	now := time.Now().UTC()
 	publishMany(b, p.ClientURL(), n, func(i int) *nats.Msg {
-		scan := "d" + strconv.Itoa(i)
+		scan := "d" + strconv.Itoa(i/max(1, *memoryPerScan))
 		data, _ := json.Marshal(map[string]any{"scan_id": scan, "target": "dead.example.com"})
 		e := events.New("dead", testSource, events.TypeScanStarted, scan, data)
 		structured, err := events.Structured(&e)
