@@ -34,8 +34,9 @@ const stuckAfter = 250 * time.Millisecond
 // while the room is coming: the tenant's and the endpoint's requests keep
 // finishing, the endpoint is not slow, and fewer of the tenant's jobs wait
 // already than its requests finished in the last stuckAfter, or a quarter
-// of the share if that is more. Otherwise it is refused at once and the
-// worker moves on; a refused job is deferred (deferral.go). So the jobs
+// of the share if that is more; one past that bound waits up to stuckAfter
+// for a waiter's place. Otherwise it is refused and the worker moves on; a
+// refused job is deferred (deferral.go). So the jobs
 // that wait are those served within about stuckAfter: a tenant whose
 // endpoints answer fast keeps its backlog in the workers, at its
 // endpoints' pace, rather than turning it into deferrals that come back
