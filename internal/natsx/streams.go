@@ -59,13 +59,14 @@ func DefaultTopology() Topology {
 }
 
 // CopyDedupeWindow is DELIVERIES' dedupe window. Jobs carry no dedupe id
-// (their subjects keep them single, see jobs.Job.Subject); what does is
-// the copies delivery stores of a job it is handling, a retry or a
-// deferral, keyed on the job's sequence, whose second store can only come
-// from the same job handed out again after its AckWait (at most the slot
-// wait, the longest attempt timeout, 2 minutes, and 10 s), and replays.
-// An hour of ids would hold every deferred copy of a dead endpoint's
-// backlog in the server's memory.
+// (the record of their subscription and scan keeps them single, see
+// internal/limits). What carries one: a webhook.test job, whose only
+// repeat is its event's redelivery; the copies delivery stores of a job it
+// is handling (a retry, a deferral), keyed on the job's sequence, whose
+// second store can only come from the same job handed out again after its
+// AckWait (at most the slot wait, the longest attempt timeout, 2 minutes,
+// and 10 s); and replays. An hour of ids would hold every deferred copy of
+// a dead endpoint's backlog in the server's memory.
 const CopyDedupeWindow = 5 * time.Minute
 
 // MaxEventMsgSize caps a message in SCAN_EVENTS. It is four times the

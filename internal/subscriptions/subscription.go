@@ -120,8 +120,8 @@ func Parse(doc []byte) (*Subscription, error) {
 		return nil, err
 	}
 	// Decode held doc, the document as stored, against the schema: what
-	// is left is meaning (a cache of 100,000 documents loads twice as fast,
-	// and with half the garbage, for not checking it twice).
+	// is left is meaning. Not checking it twice lowers the peak of loading
+	// a cache of 100,000 documents (BenchmarkMemorySubscriptions).
 	if err := s.validate(false); err != nil {
 		return nil, err
 	}
