@@ -35,6 +35,10 @@ type Options struct {
 	Settled func(ctx context.Context, msg jetstream.Msg, o Outcome, err error)
 	// Writes, when set, is told whether each copy was stored (readiness).
 	Writes *Writes
+	// FetchWait bounds one pull request (default fetchWait): how long a
+	// stop may wait for the pull in flight, and how often an idle consumer
+	// asks again.
+	FetchWait time.Duration
 }
 
 // fetchWait bounds one pull request. A stop waits for the pull in flight to
@@ -60,6 +64,10 @@ const defaultAckWait = 30 * time.Second
 // handed back at once; the price is that a stop waits up to fetchWait.
 func Consume(ctx context.Context, c jetstream.Consumer, handle Handler, opts Options) error {
 	l := &loop{js: opts.JS, log: opts.Log, settled: opts.Settled, writes: opts.Writes, ackWait: defaultAckWait}
+	wait := opts.FetchWait
+	if wait <= 0 {
+		wait = fetchWait
+	}
 	if l.log == nil {
 		l.log = slog.Default()
 	}
@@ -76,7 +84,7 @@ func Consume(ctx context.Context, c jetstream.Consumer, handle Handler, opts Opt
 		sem <- struct{}{}
 		free := 1 + cap(sem) - len(sem)
 		<-sem
-		batch, err := c.Fetch(free, jetstream.FetchMaxWait(fetchWait))
+		batch, err := c.Fetch(free, jetstream.FetchMaxWait(wait))
 		if err != nil {
 			if ctx.Err() == nil {
 				l.log.Warn("pull failed; retrying", "err", err)
@@ -90,7 +98,7 @@ func Consume(ctx context.Context, c jetstream.Consumer, handle Handler, opts Opt
 				// Not a plain nak: the server would hand the message
 				// straight back into this same pull, round and round until
 				// it ends. The delay outlasts the pull.
-				l.settle(work, msg, DeferFor(2*fetchWait, reasonStopping))
+				l.settle(work, msg, DeferFor(2*wait, reasonStopping))
 				continue
 			}
 			sem <- struct{}{}

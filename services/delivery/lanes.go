@@ -199,7 +199,9 @@ func (d *Delivery) runLane(ctx context.Context, key, tenant, sub string, from ui
 	if err != nil {
 		return fmt.Errorf("lane consumer: %w", err)
 	}
-	return natsx.Consume(ctx, cons, d.handleLane, natsx.Options{Workers: d.cfg.LaneWorkers, JS: d.js, Log: d.log, Settled: d.settled, Writes: d.writes})
+	// An idle lane (its endpoint's backlog delivered) asks once a second.
+	return natsx.Consume(ctx, cons, d.handleLane, natsx.Options{Workers: d.cfg.LaneWorkers, JS: d.js, Log: d.log, Settled: d.settled,
+		Writes: d.writes, FetchWait: time.Second})
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
