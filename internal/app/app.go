@@ -209,10 +209,17 @@ func (a *App) start(ctx context.Context) error {
 	// document read, decoded and checked): the pages of that garbage go
 	// back to the system now, not over the next minutes, so that a process
 	// holding 100,000 subscriptions does not hold the memory of loading
-	// them (BenchmarkMemorySubscriptions).
-	debug.FreeOSMemory()
+	// them (BenchmarkMemorySubscriptions). A forced collection stops the
+	// process a moment: only worth it for a large cache.
+	if a.Subs.Len() >= freeAfterLoad {
+		debug.FreeOSMemory()
+	}
 	return nil
 }
+
+// freeAfterLoad is the number of subscriptions from which Start returns
+// the memory of loading them to the system at once.
+const freeAfterLoad = 10_000
 
 // startTelemetry uses the configured telemetry or builds one from the
 // OTEL_* environment (then owned, and shut down, by the App).
