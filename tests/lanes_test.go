@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +62,15 @@ func TestHungSubscriptionGetsALane(t *testing.T) {
 		info, err := c.Info(context.Background())
 		return err == nil && info.NumPending == 0 && uint64(info.NumAckPending) < lane.From
 	})
+
+	// The lane and its backlog are in the metrics.
+	rr := httptest.NewRecorder()
+	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{"scanwire_delivery_lanes 1", `consumer="` + delivery.LaneConsumer("hung."+slow.ID) + `",lane="hung.` + slow.ID + `"`} {
+		if !strings.Contains(rr.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 
 	hung.unhang()
 	answered := func() int {

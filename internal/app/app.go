@@ -546,24 +546,37 @@ func (a *App) observe() error {
 	if err != nil {
 		return err
 	}
+	lanes, err := m.Int64ObservableGauge("scanwire.delivery.lanes", metric.WithDescription("subscriptions whose jobs have a consumer of their own (a lane)"))
+	if err != nil {
+		return err
+	}
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		o.ObserveInt64(cacheSize, int64(a.Subs.Len()))
-		for stream, consumer := range map[string]string{
-			natsx.StreamScanEvents: fanout.ConsumerName(a.cfg.Fanout), natsx.StreamDeliveries: delivery.ConsumerName(a.cfg.Delivery),
-		} {
+		observe := func(stream, consumer string, attrs ...attribute.KeyValue) {
 			c, err := a.JS.Consumer(ctx, stream, consumer)
 			if err != nil {
-				continue // not created (yet) by any replica
+				return // not created (yet) by any replica
 			}
 			info, err := c.Info(ctx)
 			if err != nil {
-				continue
+				return
 			}
-			attrs := metric.WithAttributes(attribute.String("stream", stream), attribute.String("consumer", consumer))
-			o.ObserveInt64(pending, int64(info.NumPending), attrs)
-			o.ObserveInt64(ackPending, int64(info.NumAckPending), attrs)
+			set := metric.WithAttributes(append(attrs, attribute.String("stream", stream), attribute.String("consumer", consumer))...)
+			o.ObserveInt64(pending, int64(info.NumPending), set)
+			o.ObserveInt64(ackPending, int64(info.NumAckPending), set)
+		}
+		observe(natsx.StreamScanEvents, fanout.ConsumerName(a.cfg.Fanout))
+		observe(natsx.StreamDeliveries, delivery.ConsumerName(a.cfg.Delivery))
+		// Each lane's backlog, named by its subscription.
+		if keys, err := a.lanes.ListKeys(ctx); err == nil {
+			n := 0
+			for key := range keys.Keys() {
+				n++
+				observe(natsx.StreamDeliveries, delivery.LaneConsumer(key), attribute.String("lane", key))
+			}
+			o.ObserveInt64(lanes, int64(n))
 		}
 		return nil
-	}, pending, ackPending, cacheSize)
+	}, pending, ackPending, cacheSize, lanes)
 	return err
 }

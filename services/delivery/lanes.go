@@ -60,9 +60,10 @@ type lanes struct {
 
 func laneKey(tenant, subscriptionID string) string { return tenant + "." + subscriptionID }
 
-// laneConsumer is the durable consumer of a lane: a hash of its key, so
-// that no two keys share one whatever their characters.
-func laneConsumer(key string) string {
+// LaneConsumer is the durable consumer of the lane key
+// (<tenant>.<subscription_id>): a hash of the key, so that no two keys
+// share one whatever their characters.
+func LaneConsumer(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return "lane-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
 }
@@ -184,7 +185,7 @@ func (d *Delivery) startLane(ctx context.Context, key string, rec laneRecord) {
 // runLane consumes one lane until ctx ends.
 func (d *Delivery) runLane(ctx context.Context, key, tenant, sub string, from uint64) error {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamDeliveries, jetstream.ConsumerConfig{
-		Durable:       laneConsumer(key),
+		Durable:       LaneConsumer(key),
 		Description:   "scanwire delivery lane of " + key,
 		FilterSubject: "deliveries." + tenant + "." + sub + ".>",
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,

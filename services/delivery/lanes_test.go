@@ -33,7 +33,7 @@ func TestLaneOwns(t *testing.T) {
 	if none.owns("acme", "sub_A", 150, "deliveries.acme.sub_A.acme.s1.xss") {
 		t.Error("no lanes own a job")
 	}
-	if a, b := laneConsumer("a.b-c"), laneConsumer("a-b.c"); a == b {
+	if a, b := LaneConsumer("a.b-c"), LaneConsumer("a-b.c"); a == b {
 		t.Errorf("two lanes share the consumer %s", a)
 	}
 }
