@@ -326,7 +326,7 @@ func (d *Delivery) process(ctx context.Context, msg jetstream.Msg, lane bool) na
 			if err == nil && owned {
 				return natsx.Finished() // the lane has it, from this job on
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, errTooManyLanes) {
 				d.log.ErrorContext(ctx, "no lane for a slow endpoint; its jobs are deferred", "err", err)
 			}
 		}

@@ -37,6 +37,21 @@ import (
 // process handled before it saw a new lane may be delivered by both (the
 // receiver sees its webhook-id twice); none is left to neither.
 
+// A tenant gets at most tenantLanes lanes and all tenants maxLanes: a
+// lane is a consumer, a loop in every delivery process and up to 4 ×
+// LaneWorkers jobs naked at once, and a tenant with many hung endpoints
+// must not multiply that. Past either, its slow endpoints' jobs are
+// deferred as they were before lanes. The counts are this process's view
+// of the bucket, so replicas opening lanes at the same moment may pass
+// them by a few.
+const (
+	tenantLanes = 8
+	maxLanes    = 256
+)
+
+// errTooManyLanes refuses a lane past tenantLanes or maxLanes.
+var errTooManyLanes = errors.New("too many lanes")
+
 // laneRecord is a lane as the lanes bucket keeps it.
 type laneRecord struct {
 	// From is the first DELIVERIES sequence the lane owns.
@@ -89,9 +104,22 @@ func (l *lanes) open(ctx context.Context, tenant, subscriptionID string, seq uin
 	key := laneKey(tenant, subscriptionID)
 	l.mu.Lock()
 	start := l.start
+	_, exists := l.from[key]
+	ofTenant := 0
+	for k := range l.from {
+		if strings.HasPrefix(k, tenant+".") {
+			ofTenant++
+		}
+	}
+	all := len(l.from)
 	l.mu.Unlock()
-	if start == nil {
+	switch {
+	case start == nil:
 		return false, false, fmt.Errorf("open lane %s: the lanes are not watched", key)
+	case !exists && ofTenant >= tenantLanes:
+		return false, false, fmt.Errorf("open lane %s: %w (tenant %s has %d)", key, errTooManyLanes, tenant, ofTenant)
+	case !exists && all >= maxLanes:
+		return false, false, fmt.Errorf("open lane %s: %w (%d in all)", key, errTooManyLanes, all)
 	}
 	b, err := json.Marshal(laneRecord{From: seq, Created: time.Now().UTC(), Reason: reason})
 	if err != nil {

@@ -1,6 +1,13 @@
 package delivery
 
-import "testing"
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+)
 
 // A lane owns its subscription's jobs from its first sequence on, and only
 // those on its filter's subjects: a job stored before it, another
@@ -35,5 +42,21 @@ func TestLaneOwns(t *testing.T) {
 	}
 	if a, b := LaneConsumer("a.b-c"), LaneConsumer("a-b.c"); a == b {
 		t.Errorf("two lanes share the consumer %s", a)
+	}
+}
+
+// A tenant's lanes are bounded: past tenantLanes its slow endpoints' jobs
+// are deferred as before, while another tenant still gets one.
+func TestLanesPerTenantBounded(t *testing.T) {
+	js := natsxtest.JetStream(t)
+	l := &lanes{kv: natsxtest.KeyValue(t, js, natsx.BucketLanes), from: map[string]uint64{}, start: func(string, laneRecord) {}}
+	for i := range tenantLanes {
+		l.from[laneKey("greedy", fmt.Sprintf("sub_%d", i))] = 1
+	}
+	if _, _, err := l.open(t.Context(), "greedy", "sub_more", 10, "slow"); !errors.Is(err, errTooManyLanes) {
+		t.Errorf("lane %d of one tenant: %v, want errTooManyLanes", tenantLanes+1, err)
+	}
+	if owned, opened, err := l.open(t.Context(), "other", "sub_0", 10, "slow"); err != nil || !owned || !opened {
+		t.Errorf("another tenant's first lane: owned %v, opened %v, %v", owned, opened, err)
 	}
 }
