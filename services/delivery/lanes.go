@@ -204,7 +204,10 @@ func (d *Delivery) startLane(ctx context.Context, key string, rec laneRecord) {
 			err := d.runLane(lctx, key, tenant, sub, rec.From)
 			if lctx.Err() == nil {
 				d.log.Error("lane stopped; starting it again", "tenant", tenant, "subscription_id", sub, "err", err)
-				sleepCtx(lctx, time.Second)
+				select {
+				case <-lctx.Done():
+				case <-time.After(time.Second):
+				}
 			}
 		}
 	})
@@ -231,13 +234,4 @@ func (d *Delivery) runLane(ctx context.Context, key, tenant, sub string, from ui
 	// An idle lane (its endpoint's backlog delivered) asks once a second.
 	return natsx.Consume(ctx, cons, d.handleLane, natsx.Options{Workers: d.cfg.LaneWorkers, JS: d.js, Log: d.log, Settled: d.settled,
 		Writes: d.writes, FetchWait: time.Second})
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
