@@ -104,7 +104,7 @@ func (l *lanes) open(ctx context.Context, tenant, subscriptionID string, seq uin
 	key := laneKey(tenant, subscriptionID)
 	l.mu.Lock()
 	start := l.start
-	_, exists := l.from[key]
+	from, exists := l.from[key]
 	ofTenant := 0
 	for k := range l.from {
 		if strings.HasPrefix(k, tenant+".") {
@@ -116,9 +116,11 @@ func (l *lanes) open(ctx context.Context, tenant, subscriptionID string, seq uin
 	switch {
 	case start == nil:
 		return false, false, fmt.Errorf("open lane %s: the lanes are not watched", key)
-	case !exists && ofTenant >= tenantLanes:
+	case exists: // a job from before the lane: the delivery consumer's
+		return seq >= from, false, nil
+	case ofTenant >= tenantLanes:
 		return false, false, fmt.Errorf("open lane %s: %w (tenant %s has %d)", key, errTooManyLanes, tenant, ofTenant)
-	case !exists && all >= maxLanes:
+	case all >= maxLanes:
 		return false, false, fmt.Errorf("open lane %s: %w (%d in all)", key, errTooManyLanes, all)
 	}
 	b, err := json.Marshal(laneRecord{From: seq, Created: time.Now().UTC(), Reason: reason})
