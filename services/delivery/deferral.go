@@ -33,9 +33,9 @@ func (r deferReason) String() string { return string(r) }
 
 // scheduledDeferralRate bounds how many of one tenant's deferred jobs
 // stored as scheduled messages fall due a second, per delivery process (see
-// deferJob): about 400 synchronous writes a second for a tenant with a
-// backlog, a fifth of what a disk that fsyncs every write in half a
-// millisecond can do.
+// deferJob): about 200 synchronous writes a second for a tenant with a
+// backlog (the scheduled message, and the job it becomes), a tenth of what
+// a disk that fsyncs every write in half a millisecond can do.
 const scheduledDeferralRate = 100
 
 // deferrals counts the deferred jobs whose delay has not run out: naked
