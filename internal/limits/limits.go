@@ -246,7 +246,7 @@ func (l *Limiter) decide(c *count, r *request) (*count, Decision, error) {
 		}
 		if c == nil {
 			c = &count{jobs: map[string]string{}, legacy: map[string]bool{}, byType: map[string]int{}}
-			if err := l.readLegacy(r.ctx, r.scope, c); err != nil {
+			if _, err := l.readLegacy(r.ctx, r.scope, c); err != nil {
 				return nil, Decision{}, err
 			}
 		}
@@ -309,20 +309,20 @@ func (l *Limiter) read(ctx context.Context, s Scope, c *count) error {
 	}
 }
 
-// readLegacy adds to c the findings a record of the limits bucket admitted
-// before the jobs were the record: they count, and a redelivered one gets
-// its job stored.
-func (l *Limiter) readLegacy(ctx context.Context, s Scope, c *count) error {
+// readLegacy reads the scope's record in the limits bucket and adds to c
+// the findings it admitted before the jobs were the record: they count,
+// and a redelivered one gets its job stored. It returns the record.
+func (l *Limiter) readLegacy(ctx context.Context, s Scope, c *count) (Record, error) {
 	rec, _, err := kvdoc.Get[Record](ctx, l.kv, s.key())
 	if err != nil {
-		return err
+		return rec, err
 	}
 	for eventKey, typ := range rec.Admitted {
 		id := jobs.WebhookID(eventKey, s.SubscriptionID)
 		c.add(id, jobs.TypeToken(typ))
 		c.legacy[id] = true
 	}
-	return nil
+	return rec, nil
 }
 
 // stream is DELIVERIES, looked up once.
@@ -488,13 +488,13 @@ func (l *Limiter) ScanStats(ctx context.Context, tenant, scanID string) ([]Stats
 	out := []Stats{}
 	for _, s := range slices.SortedFunc(maps.Keys(scopes), func(a, b Scope) int { return strings.Compare(a.key(), b.key()) }) {
 		c := &count{jobs: map[string]string{}, legacy: map[string]bool{}, byType: map[string]int{}}
-		if err := l.readLegacy(ctx, s, c); err != nil {
+		rec, err := l.readLegacy(ctx, s, c)
+		if err != nil {
 			continue // a record that does not decode is left out
 		}
 		if err := l.read(ctx, s, c); err != nil {
 			return nil, err
 		}
-		rec, _, _ := kvdoc.Get[Record](ctx, l.kv, s.key())
 		st := Stats{SubscriptionID: s.SubscriptionID, ScanID: scanID, ByType: map[string]*TypeStats{},
 			Admitted: c.findings, Suppressed: len(rec.Suppressed) + rec.SuppressedOverflow}
 		if s.Source != tenant {
