@@ -49,31 +49,7 @@ func TestDeferredBeyondMaxNakedIsScheduled(t *testing.T) {
 	if n := len(rc.requests()); n != 0 {
 		t.Errorf("receiver got %d requests, want none: a deferred job is not attempted", n)
 	}
-	var left []*jetstream.RawStreamMsg
-	natsxtest.Eventually(t, "the job to be replaced by its scheduled copy", func() bool {
-		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
-		return len(left) == 1 && fx.done(t)
-	})
-	m := left[0]
-	if want := jobs.RetrySubject(q.job.WebhookID, 0); m.Subject != want {
-		t.Fatalf("DELIVERIES holds %s, want the deferred copy on %s", m.Subject, want)
-	}
-	copied, err := jobs.Decode(m.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if copied.Attempt != 0 || copied.WebhookID != q.job.WebhookID {
-		t.Errorf("deferred copy %+v, want job %s with attempt 0: no attempt was made", copied, q.job.WebhookID)
-	}
-	if got := m.Header.Get("traceparent"); got != q.tp {
-		t.Errorf("deferred traceparent %q, want the job's %q", got, q.tp)
-	}
-	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.CopySubject(); got != want {
-		t.Errorf("deferred copy scheduled to %q, want %q", got, want)
-	}
-	if !strings.HasPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ") {
-		t.Errorf("deferred copy schedule %q, want @at <time>", m.Header.Get(jetstream.ScheduleHeader))
-	}
+	fx.scheduledCopy(t, q, 0, true) // attempt 0: no attempt was made
 	if n := consumerAckPending(t, fx); n != 0 {
 		t.Errorf("%d jobs ack pending, want 0: a deferred job waits in the stream", n)
 	}
@@ -153,26 +129,12 @@ func TestScheduledDeferralsSpreadOut(t *testing.T) {
 		}, natsx.Options{Workers: 1, JS: fx.js})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	var left []*jetstream.RawStreamMsg
-	natsxtest.Eventually(t, "the job to be replaced by its scheduled copy", func() bool {
-		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
-		return len(left) == 1
-	})
-	if want := jobs.RetrySubject(q.job.WebhookID, 0); left[0].Subject != want {
-		t.Errorf("scheduled copy on %s, want %s", left[0].Subject, want)
-	}
-	at, _ := strings.CutPrefix(left[0].Header.Get(jetstream.ScheduleHeader), "@at ")
-	due, err := time.Parse(time.RFC3339, at)
-	if err != nil {
-		t.Fatalf("schedule %q: %v", left[0].Header.Get(jetstream.ScheduleHeader), err)
-	}
+	_, due := fx.scheduledCopy(t, q, 0, false)
 	if d := time.Until(due); d < 9*time.Second || d > 12*time.Second {
 		t.Errorf("due in %s, want about 10s: the thousandth scheduled deferral at 100 a second", d)
 	}
 }
 
-// consumerAckPending is the test consumer's count of jobs handed out and
-// not yet settled.
 // done reports whether the delivery consumer has handed out every job and
 // had each acked or terminated: DELIVERIES keeps jobs once done (see
 // natsx.Topology), so what is left to do is the consumer's.
@@ -183,6 +145,45 @@ func (fx *fixture) done(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	return info.NumPending == 0 && info.NumAckPending == 0
+}
+
+// consumerAckPending is the test consumer's count of jobs handed out and
+// not yet settled.
+// scheduledCopy waits until job q is replaced by one scheduled copy on
+// retries.<webhook id>.<attempt> (and, with settled, the delivery consumer
+// has nothing left of it), checks what every such copy is: the job with
+// attempt as its attempt count, its trace, due on the job's copy subject
+// at an "@at" time. It returns the copy and when it is due.
+func (fx *fixture) scheduledCopy(t *testing.T, q queued, attempt int, settled bool) (*jobs.Job, time.Time) {
+	t.Helper()
+	var left []*jetstream.RawStreamMsg
+	natsxtest.Eventually(t, "the job to be replaced by its scheduled copy", func() bool {
+		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
+		return len(left) == 1 && (!settled || fx.done(t))
+	})
+	m := left[0]
+	if want := jobs.RetrySubject(q.job.WebhookID, attempt); m.Subject != want {
+		t.Fatalf("DELIVERIES holds %s, want the scheduled copy on %s", m.Subject, want)
+	}
+	copied, err := jobs.Decode(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if copied.Attempt != attempt || copied.WebhookID != q.job.WebhookID || copied.EventID != q.job.EventID {
+		t.Errorf("scheduled copy %+v, want job %s with attempt %d", copied, q.job.WebhookID, attempt)
+	}
+	if got := m.Header.Get("traceparent"); got != q.tp {
+		t.Errorf("scheduled copy's traceparent %q, want the job's %q", got, q.tp)
+	}
+	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.CopySubject(); got != want {
+		t.Errorf("copy scheduled to %q, want %q", got, want)
+	}
+	at, ok := strings.CutPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ")
+	due, err := time.Parse(time.RFC3339, at)
+	if !ok || err != nil {
+		t.Fatalf("schedule %q, want @at <RFC 3339 time>", m.Header.Get(jetstream.ScheduleHeader))
+	}
+	return copied, due
 }
 
 func consumerAckPending(t *testing.T, fx *fixture) int {

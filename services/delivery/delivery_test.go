@@ -307,33 +307,7 @@ func TestRetryScheduledOn503(t *testing.T) {
 	if s.Err != nil || s.Outcome.Verdict() != natsx.Retry || s.Outcome.Reason() == nil || s.Outcome.Reason().String() != "attempt_failed" {
 		t.Fatalf("outcome %s settled with %v, want retry (attempt_failed)", s.Outcome, s.Err)
 	}
-	var left []*jetstream.RawStreamMsg
-	natsxtest.Eventually(t, "the job to be replaced by its retry", func() bool {
-		left = natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "retries.")
-		return len(left) == 1 && fx.done(t)
-	})
-	m := left[0]
-	if want := jobs.RetrySubject(q.job.WebhookID, 1); m.Subject != want {
-		t.Fatalf("DELIVERIES holds %s, want the retry on %s", m.Subject, want)
-	}
-	next, err := jobs.Decode(m.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if next.Attempt != 1 || next.WebhookID != q.job.WebhookID || next.EventID != q.job.EventID {
-		t.Errorf("retry copy %+v, want job %s with attempt 1", next, q.job.WebhookID)
-	}
-	if got := m.Header.Get("traceparent"); got != q.tp {
-		t.Errorf("retry traceparent %q, want the job's %q", got, q.tp)
-	}
-	if got, want := m.Header.Get(jetstream.ScheduleTargetHeader), q.job.CopySubject(); got != want {
-		t.Errorf("retry scheduled to %q, want %q", got, want)
-	}
-	at, ok := strings.CutPrefix(m.Header.Get(jetstream.ScheduleHeader), "@at ")
-	due, err := time.Parse(time.RFC3339, at)
-	if !ok || err != nil {
-		t.Fatalf("retry schedule %q, want @at <RFC 3339 time>", m.Header.Get(jetstream.ScheduleHeader))
-	}
+	_, due := fx.scheduledCopy(t, q, 1, true)
 	if d := time.Until(due); d < 50*time.Second || d > 62*time.Second {
 		t.Errorf("retry due in %s, want about the schedule's first delay of 1m", d)
 	}
