@@ -272,10 +272,7 @@ func BenchmarkHungEndpoints(b *testing.B) {
 				_, peak, requests, _ := hung.stats()
 				b.ReportMetric(float64(peak), "a-inflight-peak")
 				b.ReportMetric(float64(requests), "a-requests")
-				deferred := deferrals(b, p)
-				for _, reason := range []string{"endpoint_slow", "tenant_share", "endpoint_congested"} {
-					b.ReportMetric(deferred[reason], "deferred-"+reason)
-				}
+				reportDeferrals(b, p)
 			}
 		})
 	}
@@ -301,22 +298,24 @@ func deliveriesLastSeq(b *testing.B, p *pipeline) uint64 {
 	return streamState(b, p, natsx.StreamDeliveries).LastSeq
 }
 
-// deferrals reads scanwire_deliveries_deferred_total by reason from the
-// pipeline's metrics.
-func deferrals(b *testing.B, p *pipeline) map[string]float64 {
+// reportDeferrals reports scanwire_deliveries_deferred_total by reason
+// from the pipeline's metrics, as deferred-<reason>.
+func reportDeferrals(b *testing.B, p *pipeline) {
 	b.Helper()
 	rr := httptest.NewRecorder()
 	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	out := map[string]float64{}
+	deferred := map[string]float64{}
 	for _, line := range strings.Split(rr.Body.String(), "\n") {
 		rest, ok := strings.CutPrefix(line, `scanwire_deliveries_deferred_total{reason="`)
 		if !ok {
 			continue
 		}
 		reason, value, _ := strings.Cut(rest, `"} `)
-		out[reason], _ = strconv.ParseFloat(value, 64)
+		deferred[reason], _ = strconv.ParseFloat(value, 64)
 	}
-	return out
+	for _, reason := range []string{"endpoint_slow", "tenant_share", "endpoint_congested"} {
+		b.ReportMetric(deferred[reason], "deferred-"+reason)
+	}
 }
 
 // benchEvents builds n finding events (100 scans, distinct types, so the

@@ -221,10 +221,7 @@ func BenchmarkMemoryDeadEndpointBacklog(b *testing.B) {
 			_, peakInFlight, requests, _ := dead.stats()
 			b.ReportMetric(float64(requests), "dead-requests")
 			b.ReportMetric(float64(peakInFlight), "dead-inflight-peak")
-			deferred := deferrals(b, p)
-			for _, reason := range []string{"endpoint_slow", "tenant_share", "endpoint_congested"} {
-				b.ReportMetric(deferred[reason], "deferred-"+reason)
-			}
+			reportDeferrals(b, p)
 		})
 	}
 }
