@@ -29,6 +29,17 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// createSub runs `scanwire subs create` with args and returns the new
+// subscription's id, failing t if the command fails.
+func createSub(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	out, err := runCLI(t, ctx, append([]string{"subs", "create"}, args...)...)
+	if err != nil {
+		t.Fatalf("create: %v %s", err, out)
+	}
+	return strings.Fields(out)[1]
+}
+
 // The README's first command: the demo delivers every event with a
 // verified signature, retries the ones its receiver refuses, and exits.
 func TestDemoDeliversAndVerifies(t *testing.T) {
@@ -156,15 +167,11 @@ func TestCLITestAttemptsRotateAndReplay(t *testing.T) {
 	ctx := context.Background()
 	nats := "--nats=" + a.ClientURL()
 
-	out, err := runCLI(t, ctx, "subs", "create", nats, "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
-	if err != nil {
-		t.Fatalf("create: %v %s", err, out)
-	}
-	id := strings.Fields(out)[1]
+	id := createSub(t, ctx, nats, "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
 	if !waitFor(5*time.Second, func() bool { _, ok := a.Subs.Get("acme", id); return ok }) {
 		t.Fatalf("subscription %s never reached the services' cache", id)
 	}
-	out, err = runCLI(t, ctx, "subs", "test", nats, id)
+	out, err := runCLI(t, ctx, "subs", "test", nats, id)
 	if err != nil || !strings.Contains(out, "attempt 1: HTTP 200, delivered") || !strings.Contains(out, "response: thanks") {
 		t.Fatalf("subs test: %v\n%s", err, out)
 	}

@@ -75,11 +75,7 @@ func TestCLIFollowsPermissivePipelinePolicy(t *testing.T) {
 	ctx := context.Background()
 	nats := "--nats=" + a.ClientURL()
 
-	out, err := runCLI(t, ctx, "subs", "create", nats, "--tenant", "acme", "--url", "http://127.0.0.1:9/x", "--events", "scan.started")
-	if err != nil {
-		t.Fatalf("create: %v %s", err, out)
-	}
-	id := strings.Fields(out)[1]
+	id := createSub(t, ctx, nats, "--tenant", "acme", "--url", "http://127.0.0.1:9/x", "--events", "scan.started")
 	if out, err := runCLI(t, ctx, "subs", "list", nats); err != nil || !strings.Contains(out, id) || !strings.Contains(out, "active") {
 		t.Errorf("list: %v\n%s", err, out)
 	}
@@ -177,16 +173,13 @@ func TestCLITestAndReplayTellTheTruth(t *testing.T) {
 	t.Cleanup(srv.Close)
 	ctx := context.Background()
 	nats := "--nats=" + a.ClientURL()
-	out, err := runCLI(t, ctx, "subs", "create", nats, "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
-	if err != nil {
-		t.Fatalf("create: %v %s", err, out)
-	}
-	id := strings.Fields(out)[1]
+	id := createSub(t, ctx, nats, "--tenant", "acme", "--url", srv.URL, "--events", "scan.started", "--retry", "50ms")
 
 	// A dead letter to replay.
 	if out, err := runCLI(t, ctx, "publish", nats, "--tenant", "acme", "--type", "scan.started", "--scan", "s1", "--data", `{"scan_id":"s1","target":"t"}`); err != nil {
 		t.Fatalf("publish: %v %s", err, out)
 	}
+	var out string
 	if !waitFor(15*time.Second, func() bool {
 		out, _ = runCLI(t, ctx, "dlq", "list", nats)
 		return strings.Contains(out, "retries exhausted")
@@ -199,7 +192,7 @@ func TestCLITestAndReplayTellTheTruth(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = runCLI(t, ctx, "subs", "test", nats, id, "--wait", "20s")
+	_, err := runCLI(t, ctx, "subs", "test", nats, id, "--wait", "20s")
 	if err == nil || !strings.Contains(err.Error(), "is disabled (endpoint moving)") || !strings.Contains(err.Error(), "--enable") {
 		t.Errorf("test of a disabled subscription: %v", err)
 	}
