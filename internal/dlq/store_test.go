@@ -2,7 +2,6 @@ package dlq
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -40,12 +39,12 @@ func TestReplayOnlyToASubscriptionThatTakesDeliveries(t *testing.T) {
 		}, "was deleted; there is nothing to deliver it to"},
 		{"disabled", func(t *testing.T, kv jetstream.KeyValue, s *subscriptions.Subscription) string {
 			s.Disabled, s.DisabledReason = true, "endpoint moving"
-			put(t, kv, s)
+			natsxtest.PutJSON(t, kv, subscriptions.Key(s.Tenant, s.ID), s)
 			return ""
 		}, "is disabled (endpoint moving); enable it first"},
 		{"not served by the policy", func(t *testing.T, kv jetstream.KeyValue, s *subscriptions.Subscription) string {
 			s.URL = "http://127.0.0.1:9/x"
-			put(t, kv, s)
+			natsxtest.PutJSON(t, kv, subscriptions.Key(s.Tenant, s.ID), s)
 			return ""
 		}, "is invalid: subscription.url"},
 	}
@@ -84,17 +83,5 @@ func TestReplayOnlyToASubscriptionThatTakesDeliveries(t *testing.T) {
 				t.Errorf("replay: %v, want ErrNoTarget saying %q; %d dead letters left, %d jobs queued", err, tt.want, left, queued)
 			}
 		})
-	}
-}
-
-// put stores s as it is, as an operator writing the bucket would.
-func put(t *testing.T, kv jetstream.KeyValue, s *subscriptions.Subscription) {
-	t.Helper()
-	doc, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Put(t.Context(), subscriptions.Key(s.Tenant, s.ID), doc); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -237,10 +237,7 @@ func TestSuppressedOverflowIsCounted(t *testing.T) {
 	for i := range 1000 {
 		rec.Suppressed[fmt.Sprintf("s%d", i)] = "sqli"
 	}
-	b, _ := json.Marshal(rec)
-	if _, err := kv.Put(t.Context(), limits.Key(key.Tenant, key.SubscriptionID, key.Source, key.ScanID), b); err != nil {
-		t.Fatal(err)
-	}
+	natsxtest.PutJSON(t, kv, limits.Key(key.Tenant, key.SubscriptionID, key.Source, key.ScanID), rec)
 	for _, id := range []string{"x1", "x2", "x2"} {
 		if d, err := ask(t.Context(), l, key, 1, 10, id, "xss"); err != nil || d.Admitted {
 			t.Fatalf("admit %s over findings_per_scan 1: %+v, %v", id, d, err)
@@ -432,10 +429,7 @@ func TestAdmittedRecordsStillCount(t *testing.T) {
 	js := natsxtest.JetStream(t)
 	kv := natsxtest.KeyValue(t, js, natsx.BucketLimits)
 	s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_L", Source: "acme", ScanID: "s1"}
-	b, _ := json.Marshal(limits.Record{Admitted: map[string]string{"old-1": "xss", "old-2": "sqli"}})
-	if _, err := kv.Put(t.Context(), limits.Key(s.Tenant, s.SubscriptionID, s.Source, s.ScanID), b); err != nil {
-		t.Fatal(err)
-	}
+	natsxtest.PutJSON(t, kv, limits.Key(s.Tenant, s.SubscriptionID, s.Source, s.ScanID), limits.Record{Admitted: map[string]string{"old-1": "xss", "old-2": "sqli"}})
 	l := limits.New(js, kv)
 	for _, c := range []struct {
 		id    string

@@ -2,7 +2,6 @@ package testdelivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"testing"
@@ -64,7 +63,7 @@ func TestSend(t *testing.T) {
 			name: "disabled: refused, nothing sent",
 			prepare: func(t *testing.T, kv jetstream.KeyValue, s *subscriptions.Subscription) {
 				s.Disabled, s.DisabledReason = true, "endpoint moving"
-				put(t, kv, s)
+				natsxtest.PutJSON(t, kv, subscriptions.Key(s.Tenant, s.ID), s)
 			},
 			check: func(t *testing.T, _ *Result, err error) {
 				var de *DisabledError
@@ -90,7 +89,7 @@ func TestSend(t *testing.T) {
 			name: "not served by the policy: refused, nothing sent",
 			prepare: func(t *testing.T, kv jetstream.KeyValue, s *subscriptions.Subscription) {
 				s.URL = "http://127.0.0.1:9/x"
-				put(t, kv, s)
+				natsxtest.PutJSON(t, kv, subscriptions.Key(s.Tenant, s.ID), s)
 			},
 			check: func(t *testing.T, _ *Result, err error) {
 				var ie *InvalidError
@@ -196,18 +195,6 @@ func TestSend(t *testing.T) {
 				t.Errorf("%d events sent", n)
 			}
 		})
-	}
-}
-
-// put stores s as it is, as an operator writing the bucket would.
-func put(t *testing.T, kv jetstream.KeyValue, s *subscriptions.Subscription) {
-	t.Helper()
-	doc, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Put(t.Context(), subscriptions.Key(s.Tenant, s.ID), doc); err != nil {
-		t.Fatal(err)
 	}
 }
 

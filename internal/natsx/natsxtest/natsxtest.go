@@ -6,6 +6,7 @@
 package natsxtest
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -68,6 +69,19 @@ func KeyValue(t testing.TB, js jetstream.JetStream, bucket string) jetstream.Key
 		t.Fatalf("bucket %s: %v", bucket, err)
 	}
 	return kv
+}
+
+// PutJSON stores v as JSON under key in kv, as it is: as an operator
+// writing the bucket by hand would, with no store's checks.
+func PutJSON(t testing.TB, kv jetstream.KeyValue, key string, v any) {
+	t.Helper()
+	doc, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), key, doc); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Messages returns what stream holds on subjects starting with prefix ("":
