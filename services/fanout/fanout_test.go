@@ -404,6 +404,14 @@ func TestWebhookTestGoesOnlyToTheNamedSubscription(t *testing.T) {
 	if got := subjects(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); len(got) != 1 || !strings.HasPrefix(got[0], "deliveries.acme."+named.ID+".") {
 		t.Errorf("jobs on %v, want one for %s", got, named.ID)
 	}
+	// Handled again (a redelivery), it stores no second job: a test's job
+	// carries its webhook id as dedupe id.
+	if o := fx.handle(t, fx.fetch(t, ev)); o.Verdict() != natsx.Done {
+		t.Fatalf("outcome %s handled again, want done", o)
+	}
+	if n := len(natsxtest.Messages(t, fx.js, natsx.StreamDeliveries, "")); n != 1 {
+		t.Errorf("DELIVERIES holds %d jobs after the test was handled twice, want 1", n)
+	}
 
 	// A test naming another tenant's subscription reaches no one.
 	ev = fx.publish(t, "acme", events.TypeWebhookTest, "test-2", map[string]any{"subscription_id": other.ID})
