@@ -379,7 +379,7 @@ var limitsStore = storeCase{name: "limits", bucket: natsx.BucketLimits, open: fu
 		if err != nil {
 			return err
 		}
-		d, err := l.Admit(ctx, s, 0, 1000, limits.Finding{EventKey: id, Type: typ, Job: m})
+		d, err := l.Admit(ctx, s, 0, 1000, limits.Entry{EventKey: id, Type: typ, Job: m})
 		if err == nil && d.Admitted {
 			err = fmt.Errorf("evt-%d admitted over findings_per_scan 0", n)
 		}

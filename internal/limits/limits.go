@@ -76,9 +76,9 @@ func (s Scope) filter() string {
 	return jobs.ScopeFilter(s.Tenant, s.SubscriptionID, s.Source, s.ScanID)
 }
 
-// Finding is an event asked about, with its job for the scope's
+// Entry is an event asked about, with its job for the scope's
 // subscription (jobs.Job.Msg: on its Subject, with its webhook id).
-type Finding struct {
+type Entry struct {
 	EventKey string // events.Key
 	Type     string // a finding's data.type
 	Job      *nats.Msg
@@ -112,7 +112,7 @@ type request struct {
 	// limited is set for a finding, held to perScan and perType.
 	limited          bool
 	perScan, perType int
-	f                Finding
+	f                Entry
 	d                Decision
 	err              error
 	done             chan struct{}
@@ -155,14 +155,14 @@ func Key(tenant, subscriptionID, source, scanID string) string {
 // twice. Under too much contention the error wraps kvdoc.ErrContention and
 // the event should be handled again later. Concurrent calls for one scope
 // are decided by one writer (see Limiter).
-func (l *Limiter) Admit(ctx context.Context, s Scope, perScan, perType int, f Finding) (Decision, error) {
+func (l *Limiter) Admit(ctx context.Context, s Scope, perScan, perType int, f Entry) (Decision, error) {
 	return l.ask(ctx, &request{ctx: ctx, scope: s, limited: true, perScan: perScan, perType: perType, f: f, done: make(chan struct{})})
 }
 
 // Queue stores the job of an event that is not held to limits (a scan's
 // start or end, a per-scan callback) in its scope, unless the scope holds
 // it already: once, whoever asks and however often.
-func (l *Limiter) Queue(ctx context.Context, s Scope, f Finding) error {
+func (l *Limiter) Queue(ctx context.Context, s Scope, f Entry) error {
 	_, err := l.ask(ctx, &request{ctx: ctx, scope: s, f: f, done: make(chan struct{})})
 	return err
 }

@@ -34,7 +34,7 @@ func ask(ctx context.Context, l *limits.Limiter, s limits.Scope, perScan, perTyp
 	if err != nil {
 		return limits.Decision{}, err
 	}
-	return l.Admit(ctx, s, perScan, perType, limits.Finding{EventKey: eventID, Type: typ, Job: m})
+	return l.Admit(ctx, s, perScan, perType, limits.Entry{EventKey: eventID, Type: typ, Job: m})
 }
 
 // stored returns how many jobs are stored in scope s, retries and other
@@ -400,14 +400,14 @@ func TestQueueStoresOnceAndCountsNot(t *testing.T) {
 	js := natsxtest.JetStream(t)
 	l := limits.New(js, natsxtest.KeyValue(t, js, natsx.BucketLimits))
 	s := limits.Scope{Tenant: "acme", SubscriptionID: "sub_Q", Source: "acme", ScanID: "s1"}
-	started := func(id string) limits.Finding {
+	started := func(id string) limits.Entry {
 		j := jobs.Job{WebhookID: jobs.WebhookID(id, s.SubscriptionID), Tenant: "acme", SourceTenant: "acme", SubscriptionID: s.SubscriptionID,
 			EventID: id, EventType: events.TypeScanStarted, ScanID: "s1", Event: []byte(`{}`)}
 		m, err := j.Msg()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return limits.Finding{EventKey: id, Job: m}
+		return limits.Entry{EventKey: id, Job: m}
 	}
 	for _, id := range []string{"start-1", "start-1", "start-2", "start-1"} {
 		if err := l.Queue(t.Context(), s, started(id)); err != nil {

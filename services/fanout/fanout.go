@@ -395,7 +395,7 @@ func (f *Fanout) pairCallback(ctx context.Context, in *incoming) error {
 // counted or stored twice.
 func (f *Fanout) admit(ctx context.Context, s *subscriptions.Subscription, in *incoming, m *nats.Msg) error {
 	scope := limits.Scope{Tenant: s.Tenant, SubscriptionID: s.ID, Source: in.addr.Tenant, ScanID: in.addr.ScanID}
-	job := limits.Finding{EventKey: in.key, Type: in.data.Type, Job: m}
+	job := limits.Entry{EventKey: in.key, Type: in.data.Type, Job: m}
 	if !events.IsFinding(in.e.Type()) {
 		return f.limits.Queue(ctx, scope, job)
 	}
