@@ -18,16 +18,20 @@ import (
 	"github.com/scanwire/scanwire/services/delivery"
 )
 
-// A hung endpoint's backlog moves to a lane of its own
+// With two delivery processes, a hung endpoint's backlog moves to a lane of its own
 // (services/delivery/lanes.go): the delivery consumer leaves it behind, so
 // a job queued after it is delivered within seconds, not after the whole
 // backlog has been deferred; and once the endpoint answers again, the lane
 // delivers every job of the backlog.
 func TestHungSubscriptionGetsALane(t *testing.T) {
 	t.Parallel()
-	p := startPipeline(t, "", func(c *app.Config) {
+	short := func(c *app.Config) {
 		c.Delivery.Timeout, c.Delivery.LaneAfter, c.Delivery.DeferMax = time.Second, 2*time.Second, 2*time.Second
-	})
+	}
+	p := startPipeline(t, "", short)
+	// A second delivery process: every process runs every lane, on the
+	// lane's one durable consumer.
+	startReplica(t, p, withServices(app.ServiceDelivery), short)
 	hung, healthy := newHungEndpoints(t, 1), newReceiver(t, nil)
 	slow := p.subscribe(t, subscriptions.Subscription{Tenant: "hung", URL: hung.servers[0].URL, Events: []string{"scan.started"}})
 	p.subscribe(t, subscriptions.Subscription{Tenant: "fine", URL: healthy.URL, Events: []string{"scan.started"}})
@@ -79,5 +83,14 @@ func TestHungSubscriptionGetsALane(t *testing.T) {
 		return len(hung.answered[0])
 	}
 	eventually(t, 60*time.Second, func() bool { return answered() == backlog })
+	// Both processes pull from the lane (an idle pull of each waits there).
+	eventually(t, 10*time.Second, func() bool {
+		c, err := p.JS.Consumer(context.Background(), natsx.StreamDeliveries, delivery.LaneConsumer("hung."+slow.ID))
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting >= 2
+	})
 	t.Logf("a job behind the lane delivered %s after it was published; the backlog of %d delivered once its endpoint answered", behind.Round(time.Millisecond), backlog)
 }
