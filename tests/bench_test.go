@@ -49,7 +49,11 @@ import (
 // msgs/s (deliveries-ratio-to-bare; ratio-to-bare is events/s over it),
 // the ratio of writes per delivery to writes per bare message
 // (writes-ratio-to-bare), and both as rates (writes/s, bare-writes/s:
-// with fsync on every write, the fsyncs a second each sustained).
+// with fsync on every write, the fsyncs a second each sustained). Beside
+// the signed-POST loop's rate (post-loop/s, deliveries-ratio-to-post) it
+// reports the ratio a pipeline with no logic of its own would reach when
+// the cores are the bound (ceiling-ratio-to-post: the POST plus the
+// event's and the job's JetStream hops, each at the bare loop's cost).
 //
 //	go test ./tests -run '^$' -bench Pipeline -benchtime 3000x
 func BenchmarkPipeline(b *testing.B) {
@@ -91,6 +95,14 @@ func BenchmarkPipeline(b *testing.B) {
 				b.ReportMetric(bare, "bare-msgs/s")
 				b.ReportMetric(rate/bare, "ratio-to-bare")
 				b.ReportMetric(rate*float64(subs)/bare, "deliveries-ratio-to-bare")
+				// The most any pipeline of this shape could reach on this
+				// machine when its cores are the bound: per delivery, the
+				// POST and 1+1/subs JetStream hops (the event, shared by the
+				// subscriptions, and the job), each costing what the bare
+				// loop's message and the POST loop's request cost, and
+				// nothing else (no validation, matching, span or attempt).
+				ceiling := 1 / (1/post + (1+1/float64(subs))/bare)
+				b.ReportMetric(ceiling/post, "ceiling-ratio-to-post")
 				bareWritesPerMsg := float64(bareWrites) / float64(b.N)
 				b.ReportMetric(bareWritesPerMsg, "bare-writes/msg")
 				b.ReportMetric(bare*bareWritesPerMsg, "bare-writes/s")
