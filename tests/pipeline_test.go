@@ -34,6 +34,7 @@ import (
 	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/jobs"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
 	"github.com/scanwire/scanwire/internal/subscriptions"
@@ -64,6 +65,9 @@ type pipeline struct {
 	*app.App
 	dataDir  string
 	services []string
+	// auth is the NATS credentials of a pipeline with keys, which its
+	// replicas are given as an operator gives them to every process.
+	auth natsauth.Credentials
 }
 
 type pipelineOpt func(*app.Config)
@@ -127,6 +131,7 @@ func startReplica(t testing.TB, p *pipeline, opts ...pipelineOpt) *pipeline {
 	awaitConsumers(t, p.JS, p.services)
 	cfg := baseConfig(t)
 	cfg.NATSURL = p.ClientURL()
+	cfg.NATSAuth = p.auth
 	return start(t, cfg, "", opts)
 }
 
@@ -135,13 +140,16 @@ func start(t testing.TB, cfg app.Config, dataDir string, opts []pipelineOpt) *pi
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if !cfg.Gateway.Keys.Empty() && cfg.NATSAuth.Issuer == nil {
+		cfg.NATSAuth = cfg.NATSAuth.Complete()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, err := app.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start pipeline: %v", err)
 	}
-	p := &pipeline{App: a, dataDir: dataDir, services: cfg.Services}
+	p := &pipeline{App: a, dataDir: dataDir, services: cfg.Services, auth: cfg.NATSAuth}
 	t.Cleanup(func() { p.stop(t) })
 	return p
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/limits"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
@@ -75,6 +76,14 @@ type Config struct {
 	AllowPrivateTargets bool
 	// Resolver, when set, resolves webhook hosts (tests).
 	Resolver egress.Resolver
+	// NATSAuth are the NATS credentials of the services and the auth
+	// callout that the environment sets (natsauth.CredentialsFromEnv).
+	// With API keys (Gateway.Keys) the embedded server is closed
+	// (natsauth.ServerConf) with them, made up where not set; with an
+	// external NATS this process connects as its services' user when that
+	// user's password is set, and answers the server's auth callout when
+	// the callout's password and issuer are.
+	NATSAuth natsauth.Credentials
 }
 
 // Validate checks the configuration and names the flag to fix.
@@ -87,7 +96,23 @@ func (c *Config) Validate() error {
 	if c.NATSURL == "" && c.Server.DataDir == "" {
 		return errors.New("--data: the embedded NATS server needs a data directory")
 	}
+	if c.NATSURL == "" && c.Gateway.Keys.Empty() && !loopback(c.Server.Listen) {
+		return fmt.Errorf("--nats-listen %s: without API keys the embedded NATS server lets in anyone without credentials, so it listens on loopback only (127.0.0.1:4222); set SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY to serve other hosts", c.Server.Listen)
+	}
 	return nil
+}
+
+// loopback reports whether host:port names a loopback address only.
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // App is a started process.
@@ -125,6 +150,10 @@ type App struct {
 	// lock holds the embedded server's data directory from before the
 	// server starts until after it has shut down.
 	lock *natsx.DataDirLock
+	// callout answers the server's auth callout (natsauth), on its own
+	// connection calloutNC; nil when this process does not answer it.
+	callout   *natsauth.Callout
+	calloutNC *nats.Conn
 	// cut, once cancelled, cuts the webhook requests in flight (see Close);
 	// cutter counts them.
 	cut    context.Context
@@ -237,20 +266,53 @@ func (a *App) startTelemetry(ctx context.Context) error {
 
 // connect starts the embedded server (unless NATSURL names an external
 // one), connects, and creates the streams and buckets.
+//
+// With API keys, NATS is closed (natsauth): the embedded server with the
+// service users and the auth callout, this process answering the callout
+// and connecting as the pipeline's user. With an external NATS this
+// process connects as its services' user (natsauth.ForServices) when its
+// password is set, and answers the callout when it can; a user that may
+// not create the streams finds them made (Topology.Check).
 func (a *App) connect(ctx context.Context) error {
 	url := a.cfg.NATSURL
+	secured := !a.cfg.Gateway.Keys.Empty()
+	creds := a.cfg.NATSAuth
+	user := natsauth.ForServices(a.cfg.Services)
 	if url == "" {
 		scfg := a.cfg.Server
 		scfg.Lock = a.lock // released by Close, once the server is down
+		scfg.Account = natsauth.Account
+		if secured {
+			creds = creds.Complete()
+			scfg.Conf = natsauth.ServerConf(creds)
+			// The process holds every credential of its own server: it
+			// connects as the whole pipeline.
+			user = natsauth.UserPipeline
+		} else {
+			scfg.Conf = natsauth.OpenServerConf()
+			a.log.Warn("no API keys: the embedded NATS server lets in anyone who connects, and listens on loopback only; set SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY to close it",
+				"listen", scfg.Listen)
+		}
 		ns, err := natsx.StartServer(scfg, a.log)
 		if err != nil {
 			return err
 		}
 		a.Server = ns
 		url = ns.ClientURL()
-		a.log.Info("embedded NATS started", "url", url, "data", a.cfg.Server.DataDir)
+		a.log.Info("embedded NATS started", "url", url, "data", a.cfg.Server.DataDir, "closed", secured)
 	}
-	nc, err := natsx.Connect(url, "scanwire", a.Server, a.log)
+	if secured && creds.Passwords[natsauth.UserAuth] != "" && creds.Issuer != nil {
+		if err := a.answerCallout(url, creds); err != nil {
+			return err
+		}
+	}
+	var opts []nats.Option
+	if pw := creds.Passwords[user]; pw != "" {
+		opts = append(opts, nats.UserInfo(user, pw), nats.CustomInboxPrefix(natsauth.InboxPrefix(user)))
+	} else {
+		user = "" // as the URL says
+	}
+	nc, err := natsx.Connect(url, "scanwire", a.Server, a.log, opts...)
 	if err != nil {
 		return err
 	}
@@ -258,10 +320,34 @@ func (a *App) connect(ctx context.Context) error {
 	if a.JS, err = natsx.JetStream(nc); err != nil {
 		return err
 	}
+	if user != "" && !natsauth.CanSetUp(user) {
+		return a.cfg.Topology.Check(ctx, a.JS)
+	}
 	if err := a.cfg.Topology.Ensure(ctx, a.JS); err != nil {
 		return fmt.Errorf("create streams: %w", err)
 	}
 	return nil
+}
+
+// answerCallout connects as the callout's user and answers the server's
+// auth callout from the API keys.
+func (a *App) answerCallout(url string, creds natsauth.Credentials) error {
+	nc, err := natsx.Connect(url, "scanwire-auth", a.Server, a.log,
+		nats.UserInfo(natsauth.UserAuth, creds.Passwords[natsauth.UserAuth]))
+	if err != nil {
+		return fmt.Errorf("auth callout: %w", err)
+	}
+	a.calloutNC = nc
+	a.callout, err = natsauth.StartCallout(nc, creds.Issuer, a.cfg.Gateway.Keys, a.log)
+	return err
+}
+
+// SetKeys replaces the API keys NATS connections are judged by: a key
+// removed is refused at its next connection.
+func (a *App) SetKeys(k gateway.Keys) {
+	if a.callout != nil {
+		a.callout.SetKeys(k)
+	}
 }
 
 // openStores opens the buckets and builds the stores and caches over them.
@@ -429,6 +515,9 @@ func (a *App) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			err = fmt.Errorf("services did not stop in time, even with their work cut: %w", ctx.Err())
 		}
+	}
+	if a.calloutNC != nil {
+		a.calloutNC.Close()
 	}
 	if a.Server != nil {
 		a.Server.Shutdown()

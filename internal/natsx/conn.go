@@ -17,8 +17,9 @@ import (
 
 // Connect opens a client connection that reconnects forever: a NATS restart
 // must pause scanwire, not end it. With ns set, the connection is in-process
-// and url is ignored.
-func Connect(url, name string, ns *server.Server, log *slog.Logger) (*nats.Conn, error) {
+// and url is ignored. extra options follow scanwire's (credentials, an
+// inbox prefix).
+func Connect(url, name string, ns *server.Server, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -43,6 +44,7 @@ func Connect(url, name string, ns *server.Server, log *slog.Logger) (*nats.Conn,
 	if ns != nil {
 		opts = append(opts, nats.InProcessServer(ns))
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, connectError(url, err)

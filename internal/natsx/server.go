@@ -6,7 +6,10 @@
 package natsx
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -27,6 +30,15 @@ type ServerConfig struct {
 	// The server's own default of two minutes lost acknowledged writes in
 	// Jepsen's NATS 2.12.1 analysis, so it must be asked for explicitly.
 	SyncInterval time.Duration
+	// Conf is server configuration in the server's own syntax (or JSON),
+	// read before the settings above, which win: accounts, users and
+	// authorization (natsauth.ServerConf).
+	Conf string
+	// Account is the account whose JetStream store scanwire uses, when
+	// Conf defines accounts: a store that an earlier release kept in the
+	// server's global account is moved to it before the server starts
+	// (MoveGlobalStore).
+	Account string
 	// Lock is DataDir's lock when the caller has taken it (LockDataDir)
 	// and releases it itself, after the server has shut down: a process
 	// that may start a server on the same directory again must know when
@@ -75,18 +87,26 @@ func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	opts := &server.Options{
-		ServerName: "scanwire",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
-		NoSigs:     true,
-		// Above the streams' 2 MiB cap (MaxMsgSize), so that an event up
-		// to that size reaches the stream and fan-out rejects it with a
-		// reason, rather than the publish bouncing off the server.
-		MaxPayload: 4 << 20,
+	opts := &server.Options{}
+	if cfg.Conf != "" {
+		if err := opts.ProcessConfigString(cfg.Conf); err != nil {
+			return nil, fmt.Errorf("embedded nats configuration: %w", err)
+		}
 	}
+	if cfg.Account != "" {
+		if err := MoveGlobalStore(cfg.DataDir, cfg.Account); err != nil {
+			return nil, err
+		}
+	}
+	opts.ServerName = "scanwire"
+	opts.Host, opts.Port = host, port
+	opts.JetStream = true
+	opts.StoreDir = filepath.Join(cfg.DataDir, "jetstream")
+	opts.NoSigs = true
+	// Above the streams' 2 MiB cap (MaxMsgSize), so that an event up to
+	// that size reaches the stream and fan-out rejects it with a reason,
+	// rather than the publish bouncing off the server.
+	opts.MaxPayload = 4 << 20
 	if cfg.SyncInterval <= 0 {
 		opts.SyncAlways = true
 	} else {
@@ -103,6 +123,26 @@ func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: not ready after 15s (is %s already in use?)", cfg.Listen)
 	}
 	return ns, nil
+}
+
+// MoveGlobalStore moves the JetStream store of the server's global
+// account, where a server without accounts (an earlier release) kept
+// scanwire's streams, to account's, so that they are account's once the
+// server has accounts. It does nothing when account has a store already,
+// or there is none to move. The data directory must be locked.
+func MoveGlobalStore(dataDir, account string) error {
+	base := filepath.Join(dataDir, "jetstream", server.JetStreamStoreDir)
+	from, to := filepath.Join(base, server.DEFAULT_GLOBAL_ACCOUNT), filepath.Join(base, account)
+	if _, err := os.Stat(to); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(from); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := os.Rename(from, to); err != nil {
+		return fmt.Errorf("move the store of the global account to account %s: %w", account, err)
+	}
+	return nil
 }
 
 // serverLog sends the embedded server's notices to slog. Debug and trace

@@ -2,8 +2,10 @@ package natsx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -196,6 +198,33 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 		}
+	}
+	return nil
+}
+
+// Check finds every stream and bucket made, without changing any: the
+// start of a service whose credentials may not create them (fan-out and
+// delivery under natsauth; the gateway's process sets them up). It names
+// what is missing and who makes it.
+func (t Topology) Check(ctx context.Context, js jetstream.JetStream) error {
+	var missing []string
+	for _, cfg := range t.StreamConfigs() {
+		if _, err := js.Stream(ctx, cfg.Name); errors.Is(err, jetstream.ErrStreamNotFound) {
+			missing = append(missing, cfg.Name)
+		} else if err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, cfg := range t.BucketConfigs() {
+		if _, err := js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+			missing = append(missing, "KV_"+cfg.Bucket)
+		} else if err != nil {
+			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("streams not found: %s; this process's NATS user may not create them: start the gateway (a process running it creates them) first",
+			strings.Join(missing, ", "))
 	}
 	return nil
 }

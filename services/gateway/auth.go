@@ -93,6 +93,13 @@ func (k Keys) identify(presented string) (caller, bool) {
 	return found, match == 1
 }
 
+// Identify returns the tenant whose key presented is, or admin for the
+// admin key (natsauth.Keys: NATS connections are judged by the same keys).
+func (k Keys) Identify(presented string) (tenant string, admin, ok bool) {
+	c, ok := k.identify(presented)
+	return c.tenant, c.admin, ok
+}
+
 type authedHandler func(w http.ResponseWriter, r *http.Request, c caller)
 
 // authed checks the bearer key. The admin names the tenant it acts for

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/dlq"
 	"github.com/scanwire/scanwire/internal/egress"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/tenants"
@@ -31,13 +34,26 @@ func (g *globals) clientURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
+// operator is the NATS credential of the client commands: the admin key
+// (SCANWIRE_ADMIN_KEY) as user admin, which a pipeline with keys lets do
+// everything (natsauth). Credentials in the --nats URL win; without
+// either, the commands connect without credentials, as a pipeline without
+// keys takes them.
+func (g *globals) operator() []nats.Option {
+	key := os.Getenv("SCANWIRE_ADMIN_KEY")
+	if key == "" || strings.Contains(g.clientURL(), "@") {
+		return nil
+	}
+	return []nats.Option{nats.UserInfo(natsauth.UserOperator, key)}
+}
+
 // connect opens a client connection named name for one command.
 func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
 	log, err := g.logger(io.Discard)
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := natsx.Connect(g.clientURL(), name, nil, log)
+	nc, err := natsx.Connect(g.clientURL(), name, nil, log, g.operator()...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is 'scanwire run' running? set --nats)", err)
 	}

@@ -10,15 +10,21 @@ import (
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+	"github.com/scanwire/scanwire/services/gateway"
 )
 
-// natsPassword is the password of the NATS URLs below; a server without
-// auth takes any.
-const natsPassword = "Zq9xW7vK2pLm"
+// natsPassword is the password of the NATS URLs below: the admin key of
+// the pipelines they reach (keyed), so that the server lets them in; a
+// server without auth (natsxtest.Server) takes any.
+const natsPassword = "Zq9xW7vK2pLm4RtY"
 
-// withCredentials puts a user and natsPassword into a nats:// URL.
+// keyed is a process whose NATS takes natsPassword as the operator's.
+var keyed = app.Config{Gateway: gateway.Config{Keys: gateway.Keys{Admin: natsPassword}}}
+
+// withCredentials puts the operator's user and natsPassword into a
+// nats:// URL.
 func withCredentials(url string) string {
-	return strings.Replace(url, "nats://", "nats://scanwire:"+natsPassword+"@", 1)
+	return strings.Replace(url, "nats://", "nats://admin:"+natsPassword+"@", 1)
 }
 
 // passwordRun returns a run of three characters of natsPassword that text
@@ -37,7 +43,7 @@ func passwordRun(text string) string {
 func TestNATSURLCredentialsNotPrinted(t *testing.T) {
 	t.Parallel()
 	bare := withCredentials(natsxtest.Server(t).ClientURL()) // no buckets
-	noPipeline := withCredentials(startApp(t, app.Config{}).ClientURL())
+	noPipeline := withCredentials(startApp(t, keyed).ClientURL())
 	callback := `{"scan_id":"s1","target":"t","callback_url":"https://93.184.216.34/cb"}`
 	tests := []struct {
 		name string
@@ -75,7 +81,7 @@ func TestNATSURLCredentialsNotPrinted(t *testing.T) {
 // run logs the NATS URL it joined without its credentials.
 func TestRunLogsNATSURLWithoutCredentials(t *testing.T) {
 	t.Parallel()
-	a := startApp(t, app.Config{})
+	a := startApp(t, keyed)
 	var log bytes.Buffer
 	cfg := app.Config{NATSURL: withCredentials(a.ClientURL()), Topology: natsx.DefaultTopology(), Log: slog.New(slog.NewTextHandler(&log, nil))}
 	if err := runUntilDone(context.Background(), cfg, func(context.Context, *app.App) error { return nil }); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/services/gateway"
 )
@@ -82,6 +83,9 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 		AllowPrivateTargets: g.allowPrivate,
 	}
 	if cfg.Gateway.Keys, err = gateway.ParseKeys(os.Getenv("SCANWIRE_ADMIN_KEY"), os.Getenv("SCANWIRE_API_KEYS")); err != nil {
+		return app.Config{}, err
+	}
+	if cfg.NATSAuth, err = natsauth.CredentialsFromEnv(os.Getenv); err != nil {
 		return app.Config{}, err
 	}
 	cfg.Fanout.Workers = f.fanoutWork

@@ -1,0 +1,165 @@
+package natsauth
+
+import (
+	"crypto/rand"
+	"errors"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nkeys"
+)
+
+// Credentials are the service users' passwords and the key that signs the
+// callout's answers. The top-level nats.conf reads the same values from
+// the environment (EnvPassword, EnvIssuer): every scanwire process and the
+// server must be given the same ones.
+type Credentials struct {
+	// Passwords of UserAuth and the ServiceUsers.
+	Passwords map[string]string
+	// Issuer signs the callout's answers; the server trusts its public key.
+	Issuer nkeys.KeyPair
+}
+
+// EnvIssuer holds the issuer's seed (an account nkey seed, "SA..."); the
+// server's configuration names its public key, EnvIssuerPublic.
+const (
+	EnvIssuer       = "SCANWIRE_NATS_ISSUER_SEED"
+	EnvIssuerPublic = "SCANWIRE_NATS_ISSUER"
+)
+
+// EnvPassword is the environment variable of user's password:
+// SCANWIRE_NATS_FANOUT_PASSWORD for scanwire.fanout.
+func EnvPassword(user string) string {
+	return "SCANWIRE_NATS_" + strings.ToUpper(strings.TrimPrefix(user, "scanwire.")) + "_PASSWORD"
+}
+
+// CredentialsFromEnv reads the credentials that are set in the
+// environment (getenv); what is not set stays empty (Complete fills it).
+func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
+	c := Credentials{Passwords: map[string]string{}}
+	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
+		if p := getenv(EnvPassword(u)); p != "" {
+			if len(p) < 16 {
+				return c, fmt.Errorf("%s: use at least 16 characters", EnvPassword(u))
+			}
+			c.Passwords[u] = p
+		}
+	}
+	if seed := getenv(EnvIssuer); seed != "" {
+		kp, err := nkeys.FromSeed([]byte(seed))
+		if err == nil && !nkeys.IsValidPublicAccountKey(publicKey(kp)) {
+			err = errors.New("not an account seed (SA...)")
+		}
+		if err != nil {
+			return c, fmt.Errorf("%s: %v (make one with `scanwire nats-keys`)", EnvIssuer, err)
+		}
+		c.Issuer = kp
+	}
+	return c, nil
+}
+
+// Complete makes up what c lacks: a random password for each user, a new
+// issuer. Made-up ones serve an embedded server and the services of its
+// own process; another process (a replica) needs them set in both.
+func (c Credentials) Complete() Credentials {
+	out := Credentials{Passwords: map[string]string{}, Issuer: c.Issuer}
+	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
+		if out.Passwords[u] = c.Passwords[u]; out.Passwords[u] == "" {
+			out.Passwords[u] = randomPassword()
+		}
+	}
+	if out.Issuer == nil {
+		out.Issuer, _ = nkeys.CreateAccount()
+	}
+	return out
+}
+
+func publicKey(kp nkeys.KeyPair) string {
+	pub, _ := kp.PublicKey()
+	return pub
+}
+
+func randomPassword() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ServerConf is the accounts and authorization of a server that scanwire
+// closes (the embedded server with keys; the top-level nats.conf says the
+// same in the server's own syntax): the scanwire account with JetStream
+// and the service users, the auth account with the callout's user, the
+// system account, and the callout for everyone else.
+func ServerConf(c Credentials) string {
+	var users []confUser
+	for _, u := range ServiceUsers {
+		p, _ := Service(u)
+		users = append(users, confUser{User: u, Password: c.Passwords[u], Permissions: confPermissions(p)})
+	}
+	return mustJSON(map[string]any{
+		"accounts": map[string]any{
+			Account:       map[string]any{"jetstream": "enabled", "users": users},
+			AuthAccount:   map[string]any{"users": []confUser{{User: UserAuth, Password: c.Passwords[UserAuth]}}},
+			SystemAccount: map[string]any{},
+		},
+		"system_account": SystemAccount,
+		"authorization": map[string]any{
+			"timeout": 5,
+			"auth_callout": map[string]any{
+				"issuer":     publicKey(c.Issuer),
+				"account":    AuthAccount,
+				"auth_users": append([]string{UserAuth}, ServiceUsers...),
+			},
+		},
+	})
+}
+
+// OpenServerConf is the configuration of an embedded server without keys:
+// the same accounts, and every client, without credentials, is a user of
+// the scanwire account that may do everything. The server then listens
+// on loopback only (the caller's rule).
+func OpenServerConf() string {
+	const open = "scanwire"
+	return mustJSON(map[string]any{
+		"accounts": map[string]any{
+			Account:       map[string]any{"jetstream": "enabled", "users": []confUser{{User: open, Password: randomPassword()}}},
+			SystemAccount: map[string]any{},
+		},
+		"system_account": SystemAccount,
+		"no_auth_user":   open,
+	})
+}
+
+type confUser struct {
+	User        string          `json:"user"`
+	Password    string          `json:"password"`
+	Permissions *confPermission `json:"permissions,omitempty"`
+}
+
+type confPermission struct {
+	Publish        map[string][]string `json:"publish"`
+	Subscribe      map[string][]string `json:"subscribe"`
+	AllowResponses bool                `json:"allow_responses,omitempty"`
+}
+
+func confPermissions(p Permissions) *confPermission {
+	return &confPermission{
+		Publish:        map[string][]string{"allow": p.Publish},
+		Subscribe:      map[string][]string{"allow": p.Subscribe},
+		AllowResponses: p.Responses,
+	}
+}
+
+// mustJSON writes v as JSON, which the server's configuration parser
+// reads, without escaping '>' or '&' (the parser knows no \u escape).
+func mustJSON(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(err) // maps of strings
+	}
+	return b.String()
+}
