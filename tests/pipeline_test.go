@@ -143,6 +143,10 @@ func start(t testing.TB, cfg app.Config, dataDir string, opts []pipelineOpt) *pi
 	if !cfg.Gateway.Keys.Empty() && cfg.NATSAuth.Issuer == nil {
 		cfg.NATSAuth = cfg.NATSAuth.Complete()
 	}
+	// What scanwire's own connections (named "scanwire") are refused by
+	// a closed NATS is a permission its user lacks: a failure of any test.
+	v := &violations{}
+	cfg.Log = v.log(cfg.Log.Handler())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, err := app.Start(ctx, cfg)
@@ -150,7 +154,14 @@ func start(t testing.TB, cfg app.Config, dataDir string, opts []pipelineOpt) *pi
 		t.Fatalf("start pipeline: %v", err)
 	}
 	p := &pipeline{App: a, dataDir: dataDir, services: cfg.Services, auth: cfg.NATSAuth}
-	t.Cleanup(func() { p.stop(t) })
+	t.Cleanup(func() {
+		p.stop(t)
+		for _, m := range v.all() {
+			if strings.Contains(m, `:go:scanwire"`) {
+				t.Errorf("scanwire's NATS user lacks a permission it uses: %s", m)
+			}
+		}
+	})
 	return p
 }
 
