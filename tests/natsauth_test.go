@@ -272,7 +272,9 @@ func (v *violations) all() []string {
 }
 
 // log is a logger that writes to h and records violations in v.
-func (v *violations) log(h slog.Handler) *slog.Logger { return slog.New(&violationLog{Handler: h, v: v}) }
+func (v *violations) log(h slog.Handler) *slog.Logger {
+	return slog.New(&violationLog{Handler: h, v: v})
+}
 
 type violationLog struct {
 	slog.Handler

@@ -2,9 +2,9 @@ package natsauth
 
 import (
 	"crypto/rand"
-	"errors"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
