@@ -37,6 +37,7 @@ import (
 	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/services/delivery"
@@ -102,7 +103,20 @@ func baseConfig(t testing.TB) app.Config {
 		Resolver:            testResolver{},
 	}
 	cfg.Delivery.Timeout = 5 * time.Second
+	// Every test's signing secrets are sealed at rest, as in production.
+	cfg.Secrets = testKeyring(t)
 	return cfg
+}
+
+// testSecretsKey seals the tests' signing secrets.
+const testSecretsKey = "q2Lh7+Zt0S1n4G8hQ3Yd9mW6pR5vB2xK1cT0eJ7uA4I="
+
+func testKeyring(t testing.TB) *secrets.Keyring {
+	k, err := secrets.ParseKeyring(testSecretsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // startPipeline starts the services on a fresh data dir (or dataDir, to

@@ -33,6 +33,7 @@ import (
 	"github.com/scanwire/scanwire/internal/limits"
 	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/telemetry"
 	"github.com/scanwire/scanwire/internal/tenants"
@@ -84,6 +85,9 @@ type Config struct {
 	// user's password is set, and answers the server's auth callout when
 	// the callout's password and issuer are.
 	NATSAuth natsauth.Credentials
+	// Secrets seals the signing secrets of subscriptions and tenants in
+	// KV (SCANWIRE_SECRETS_KEY); nil or empty keeps them in plain text.
+	Secrets *secrets.Keyring
 }
 
 // Validate checks the configuration and names the flag to fix.
@@ -359,6 +363,12 @@ func (a *App) openStores(ctx context.Context) error {
 			return fmt.Errorf("bucket %s: %w", b, err)
 		}
 		kv[b] = bucket
+	}
+	if !a.cfg.Secrets.Enabled() {
+		a.log.Warn("signing secrets are stored in plain text: set " + secrets.EnvKey + " (make one with `scanwire secrets keygen`) to seal them")
+	}
+	for _, b := range []string{natsx.BucketSubscriptions, natsx.BucketTenants} {
+		kv[b] = secrets.Wrap(kv[b], a.cfg.Secrets, secrets.DefaultFields)
 	}
 	a.Egress = &egress.Policy{AllowPrivate: a.cfg.AllowPrivateTargets, Resolver: a.cfg.Resolver}
 	a.Store = subscriptions.NewStore(kv[natsx.BucketSubscriptions], a.Egress)

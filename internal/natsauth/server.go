@@ -53,7 +53,7 @@ func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
 			err = errors.New("not an account seed (SA...)")
 		}
 		if err != nil {
-			return c, fmt.Errorf("%s: %v (make one with `scanwire nats-keys`)", EnvIssuer, err)
+			return c, fmt.Errorf("%s: %v (make one with `scanwire secrets nats`)", EnvIssuer, err)
 		}
 		c.Issuer = kp
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/secrets"
 )
 
 // Cache keeps every valid subscription in memory, fed by a watch on the KV
@@ -57,6 +58,10 @@ func (c *Cache) Ready() <-chan struct{} { return c.ready }
 // Run watches the bucket until ctx ends.
 func (c *Cache) Run(ctx context.Context) error {
 	return natsx.Watch(ctx, c.kv, func(e jetstream.KeyValueEntry) {
+		if err := secrets.OpenError(e); err != nil {
+			c.invalidate(e.Key(), e.Revision(), err)
+			return
+		}
 		c.apply(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
 	}, func() { close(c.ready) })
 }
@@ -73,11 +78,7 @@ func (c *Cache) apply(key string, value []byte, revision uint64, deleted bool) {
 		err = fmt.Errorf("key %q does not match the document's tenant and id (%s)", key, Key(s.Tenant, s.ID))
 	}
 	if err != nil {
-		c.remove(key)
-		c.mu.Lock()
-		c.invalid[key] = err
-		c.mu.Unlock()
-		c.log.Warn("ignoring invalid subscription document", "key", key, "revision", revision, "err", err)
+		c.invalidate(key, revision, err)
 		return
 	}
 	c.mu.Lock()
@@ -103,6 +104,15 @@ func (c *Cache) apply(key string, value []byte, revision uint64, deleted bool) {
 			types[t][s.ID] = s
 		}
 	}
+}
+
+// invalidate leaves out the document at key, for err.
+func (c *Cache) invalidate(key string, revision uint64, err error) {
+	c.remove(key)
+	c.mu.Lock()
+	c.invalid[key] = err
+	c.mu.Unlock()
+	c.log.Warn("ignoring invalid subscription document", "key", key, "revision", revision, "err", err)
 }
 
 // unindex removes a subscription from the type index; c.mu is held.

@@ -18,6 +18,7 @@ import (
 	"github.com/scanwire/scanwire/internal/events"
 	"github.com/scanwire/scanwire/internal/kvdoc"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/internal/signing"
 )
 
@@ -168,6 +169,9 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) {
 	switch {
 	case e.Operation() != jetstream.KeyValuePut:
 		delete(c.byID, e.Key())
+	case secrets.OpenError(e) != nil:
+		delete(c.byID, e.Key())
+		c.log.Warn("ignoring tenant record", "key", e.Key(), "revision", e.Revision(), "err", secrets.OpenError(e))
 	case json.Unmarshal(e.Value(), &t) != nil || t.Validate() != nil || t.Tenant != e.Key():
 		delete(c.byID, e.Key())
 		c.log.Warn("ignoring invalid tenant record", "key", e.Key(), "revision", e.Revision())

@@ -16,6 +16,7 @@ import (
 	"github.com/scanwire/scanwire/internal/egress"
 	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 	"github.com/scanwire/scanwire/internal/tenants"
 )
@@ -155,6 +156,10 @@ func (g *globals) subsClient(ctx context.Context, need policyNeed, warn io.Write
 			return nil, err
 		}
 	}
+	if kv, err = sealed(kv); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	c.store = subscriptions.NewStore(kv, policy)
 	return c, nil
 }
@@ -209,5 +214,20 @@ func (g *globals) tenantStore(ctx context.Context) (*tenants.Store, *nats.Conn, 
 		nc.Close()
 		return nil, nil, fmt.Errorf("bucket %s: %w (start 'scanwire run' once to create it)", natsx.BucketTenants, err)
 	}
+	if kv, err = sealed(kv); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
 	return tenants.NewStore(kv), nc, nil
+}
+
+// sealed is a bucket of documents with secrets as the client commands use
+// it: sealed and opened with the keyring of SCANWIRE_SECRETS_KEY, as the
+// pipeline does (secrets.Wrap).
+func sealed(kv jetstream.KeyValue) (jetstream.KeyValue, error) {
+	keyring, err := secrets.ParseKeyring(os.Getenv(secrets.EnvKey))
+	if err != nil {
+		return nil, err
+	}
+	return secrets.Wrap(kv, keyring, secrets.DefaultFields), nil
 }

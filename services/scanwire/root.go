@@ -53,7 +53,7 @@ Start here:
 	pf.StringVar(&g.natsURL, "nats", envOr("SCANWIRE_NATS", ""), "URL of an external NATS server (env SCANWIRE_NATS, which run and demo ignore); client commands default to nats://127.0.0.1:4222")
 	pf.Lookup("nats").DefValue = natsx.RedactURL(g.natsURL) // --help shows SCANWIRE_NATS without its credentials
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newPublishCmd(g), newSubsCmd(g), newAttemptsCmd(g), newDLQCmd(g), newScansCmd(g), newTenantsCmd(g))
-	root.AddCommand(newRejectedCmd(g))
+	root.AddCommand(newRejectedCmd(g), newSecretsCmd(g))
 	root.InitDefaultCompletionCmd() // now rather than at Execute, so that strict sees it
 	strict(root)
 	return root

@@ -13,6 +13,7 @@ import (
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/services/gateway"
 )
 
@@ -86,6 +87,9 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 		return app.Config{}, err
 	}
 	if cfg.NATSAuth, err = natsauth.CredentialsFromEnv(os.Getenv); err != nil {
+		return app.Config{}, err
+	}
+	if cfg.Secrets, err = secrets.ParseKeyring(os.Getenv(secrets.EnvKey)); err != nil {
 		return app.Config{}, err
 	}
 	cfg.Fanout.Workers = f.fanoutWork
