@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +86,13 @@ type Config struct {
 	// user's password is set, and answers the server's auth callout when
 	// the callout's password and issuer are.
 	NATSAuth natsauth.Credentials
+	// NATSCA is a PEM file of the certificate authority that NATS's
+	// certificate must chain to (--nats-ca), for an external NATS over
+	// TLS; empty: the system's.
+	NATSCA string
+	// HTTPCert and HTTPKey, when set, are the PEM files of the gateway's
+	// certificate: it serves HTTPS only.
+	HTTPCert, HTTPKey string
 	// Secrets seals the signing secrets of subscriptions and tenants in
 	// KV (SCANWIRE_SECRETS_KEY); nil or empty keeps them in plain text.
 	Secrets *secrets.Keyring
@@ -99,6 +107,11 @@ func (c *Config) Validate() error {
 	}
 	if c.NATSURL == "" && c.Server.DataDir == "" {
 		return errors.New("--data: the embedded NATS server needs a data directory")
+	}
+	for _, pair := range [][4]string{{"--nats-tls-cert", c.Server.TLSCert, "--nats-tls-key", c.Server.TLSKey}, {"--tls-cert", c.HTTPCert, "--tls-key", c.HTTPKey}} {
+		if (pair[1] == "") != (pair[3] == "") {
+			return fmt.Errorf("%s and %s: give both, the certificate and its key (PEM files), or neither", pair[0], pair[2])
+		}
 	}
 	if c.NATSURL == "" && c.Gateway.Keys.Empty() && !loopback(c.Server.Listen) {
 		return fmt.Errorf("--nats-listen %s: without API keys the embedded NATS server lets in anyone without credentials, so it listens on loopback only (127.0.0.1:4222); set SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY to serve other hosts", c.Server.Listen)
@@ -310,7 +323,7 @@ func (a *App) connect(ctx context.Context) error {
 			return err
 		}
 	}
-	var opts []nats.Option
+	opts := a.tlsOptions()
 	if pw := creds.Passwords[user]; pw != "" {
 		opts = append(opts, nats.UserInfo(user, pw), nats.CustomInboxPrefix(natsauth.InboxPrefix(user)))
 	} else {
@@ -337,13 +350,21 @@ func (a *App) connect(ctx context.Context) error {
 // auth callout from the API keys.
 func (a *App) answerCallout(url string, creds natsauth.Credentials) error {
 	nc, err := natsx.Connect(url, "scanwire-auth", a.Server, a.log,
-		nats.UserInfo(natsauth.UserAuth, creds.Passwords[natsauth.UserAuth]))
+		append(a.tlsOptions(), nats.UserInfo(natsauth.UserAuth, creds.Passwords[natsauth.UserAuth]))...)
 	if err != nil {
 		return fmt.Errorf("auth callout: %w", err)
 	}
 	a.calloutNC = nc
 	a.callout, err = natsauth.StartCallout(nc, creds.Issuer, a.cfg.Gateway.Keys, a.log)
 	return err
+}
+
+// tlsOptions verifies an external NATS's certificate with NATSCA.
+func (a *App) tlsOptions() []nats.Option {
+	if a.cfg.NATSCA == "" || a.Server != nil {
+		return nil
+	}
+	return []nats.Option{nats.RootCAs(a.cfg.NATSCA)}
 }
 
 // SetKeys replaces the API keys NATS connections are judged by: a key
@@ -410,6 +431,14 @@ func (a *App) startGateway() error {
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("--http %s: %w", a.cfg.HTTPAddr, err)
+	}
+	if a.cfg.HTTPCert != "" || a.cfg.HTTPKey != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.HTTPCert, a.cfg.HTTPKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	a.httpLn = ln
 	gcfg := a.cfg.Gateway

@@ -39,6 +39,10 @@ type ServerConfig struct {
 	// server's global account is moved to it before the server starts
 	// (MoveGlobalStore).
 	Account string
+	// TLSCert and TLSKey, when set, are the PEM files of the certificate
+	// the server presents to clients: it then takes TLS connections only
+	// (in-process ones, which never leave the process, excepted).
+	TLSCert, TLSKey string
 	// Lock is DataDir's lock when the caller has taken it (LockDataDir)
 	// and releases it itself, after the server has shut down: a process
 	// that may start a server on the same directory again must know when
@@ -107,6 +111,13 @@ func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 	// that size reaches the stream and fan-out rejects it with a reason,
 	// rather than the publish bouncing off the server.
 	opts.MaxPayload = 4 << 20
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("--nats-tls-cert/--nats-tls-key: %w", err)
+		}
+		opts.TLSConfig, opts.TLSTimeout = tc, 2
+	}
 	if cfg.SyncInterval <= 0 {
 		opts.SyncAlways = true
 	} else {

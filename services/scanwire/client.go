@@ -35,17 +35,21 @@ func (g *globals) clientURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
-// operator is the NATS credential of the client commands: the admin key
-// (SCANWIRE_ADMIN_KEY) as user admin, which a pipeline with keys lets do
-// everything (natsauth). Credentials in the --nats URL win; without
-// either, the commands connect without credentials, as a pipeline without
-// keys takes them.
+// operator is how the client commands connect: as the operator, with the
+// admin key (SCANWIRE_ADMIN_KEY) as user admin, which a pipeline with keys
+// lets do everything (natsauth), and over TLS verified with --nats-ca when
+// it is given. Credentials in the --nats URL win; without either, the
+// commands connect without credentials, as a pipeline without keys takes
+// them.
 func (g *globals) operator() []nats.Option {
-	key := os.Getenv("SCANWIRE_ADMIN_KEY")
-	if key == "" || strings.Contains(g.clientURL(), "@") {
-		return nil
+	var opts []nats.Option
+	if g.natsCA != "" {
+		opts = append(opts, nats.RootCAs(g.natsCA))
 	}
-	return []nats.Option{nats.UserInfo(natsauth.UserOperator, key)}
+	if key := os.Getenv("SCANWIRE_ADMIN_KEY"); key != "" && !strings.Contains(g.clientURL(), "@") {
+		opts = append(opts, nats.UserInfo(natsauth.UserOperator, key))
+	}
+	return opts
 }
 
 // connect opens a client connection named name for one command.

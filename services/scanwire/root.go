@@ -24,6 +24,7 @@ type globals struct {
 	logFormat    string
 	logLevel     string
 	natsURL      string
+	natsCA       string
 	allowPrivate bool
 }
 
@@ -52,6 +53,7 @@ Start here:
 	pf.BoolVar(&g.allowPrivate, "allow-private-targets", false, "let subscriptions use http and reach loopback and private addresses (local development and tests only; link-local and cloud metadata stay blocked)")
 	pf.StringVar(&g.natsURL, "nats", envOr("SCANWIRE_NATS", ""), "URL of an external NATS server (env SCANWIRE_NATS, which run and demo ignore); client commands default to nats://127.0.0.1:4222")
 	pf.Lookup("nats").DefValue = natsx.RedactURL(g.natsURL) // --help shows SCANWIRE_NATS without its credentials
+	pf.StringVar(&g.natsCA, "nats-ca", envOr("SCANWIRE_NATS_CA", ""), "PEM file of the certificate authority NATS's TLS certificate must chain to (env SCANWIRE_NATS_CA); default: the system's")
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newPublishCmd(g), newSubsCmd(g), newAttemptsCmd(g), newDLQCmd(g), newScansCmd(g), newTenantsCmd(g))
 	root.AddCommand(newRejectedCmd(g), newSecretsCmd(g))
 	root.InitDefaultCompletionCmd() // now rather than at Execute, so that strict sees it

@@ -28,6 +28,10 @@ type runFlags struct {
 	deliveryWork int
 	timeout      time.Duration
 	autoDisable  time.Duration
+	natsTLSCert  string
+	natsTLSKey   string
+	tlsCert      string
+	tlsKey       string
 }
 
 // maxTimeout bounds --timeout: a job's AckWait is its attempt's timeout
@@ -45,6 +49,10 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl.IntVar(&f.fanoutWork, "fanout-workers", 256, "events fanned out at once")
 	fl.IntVar(&f.deliveryWork, "delivery-workers", 256, "webhook requests in flight at once (each endpoint gets at most a quarter)")
 	fl.DurationVar(&f.timeout, "timeout", 15*time.Second, "timeout of one webhook attempt")
+	fl.StringVar(&f.natsTLSCert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: it then takes TLS clients only (with --nats-tls-key)")
+	fl.StringVar(&f.natsTLSKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate of the HTTP gateway: it then serves HTTPS only (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fl.DurationVar(&f.autoDisable, "auto-disable-after", 5*24*time.Hour, "disable a subscription whose deliveries have kept failing this long")
 }
 
@@ -74,8 +82,12 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 		}
 	}
 	cfg := app.Config{
-		NATSURL:  pipelineNATS(cmd, g, log),
-		Server:   natsx.ServerConfig{DataDir: f.data, Listen: f.natsListen, SyncInterval: f.syncInterval},
+		NATSURL: pipelineNATS(cmd, g, log),
+		Server: natsx.ServerConfig{DataDir: f.data, Listen: f.natsListen, SyncInterval: f.syncInterval,
+			TLSCert: f.natsTLSCert, TLSKey: f.natsTLSKey},
+		NATSCA:   g.natsCA,
+		HTTPCert: f.tlsCert,
+		HTTPKey:  f.tlsKey,
 		Topology: natsx.DefaultTopology(),
 		HTTPAddr: f.httpAddr,
 		Services: services,
