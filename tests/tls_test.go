@@ -3,18 +3,9 @@ package tests
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,47 +15,8 @@ import (
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
 )
-
-// testCA is a certificate authority made for one test, and a certificate
-// it signed for 127.0.0.1 and localhost.
-type testCA struct {
-	CA, Cert, Key string // PEM files
-	pool          *x509.CertPool
-}
-
-func newTestCA(t *testing.T) testCA {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "scanwire test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "scanwire"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	c := testCA{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem"), pool: x509.NewCertPool()}
-	c.pool.AddCert(caCert)
-	for path, block := range map[string]*pem.Block{c.CA: {Type: "CERTIFICATE", Bytes: caDER},
-		c.Cert: {Type: "CERTIFICATE", Bytes: leafDER}, c.Key: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return c
-}
 
 // Issue 13.5: with a certificate, the embedded NATS server and the gateway
 // take TLS only. A client that trusts the CA connects and publishes; a
@@ -72,7 +24,7 @@ func newTestCA(t *testing.T) testCA {
 // verification; a second process joins over TLS with --nats-ca.
 func TestTLSNATSAndGateway(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := natsxtest.NewCA(t)
 	p := startPipeline(t, "", withGateway(), func(c *app.Config) {
 		c.Server.TLSCert, c.Server.TLSKey = ca.Cert, ca.Key
 		c.HTTPCert, c.HTTPKey = ca.Cert, ca.Key
@@ -121,7 +73,7 @@ func TestTLSNATSAndGateway(t *testing.T) {
 	}
 
 	// The gateway: HTTPS with the CA, nothing in clear text.
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
 	resp, err := client.Get("https://" + p.HTTPAddr() + "/healthz")
 	if err != nil {
 		t.Fatalf("HTTPS: %v", err)
@@ -142,7 +94,7 @@ func TestTLSNATSAndGateway(t *testing.T) {
 // start, naming both flags.
 func TestTLSNeedsCertAndKey(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := natsxtest.NewCA(t)
 	cfg := baseConfig(t)
 	cfg.Server = natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0", TLSCert: ca.Cert}
 	if _, err := app.Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--nats-tls-cert and --nats-tls-key") {

@@ -29,11 +29,18 @@ const (
 	EnvIssuerPublic = "SCANWIRE_NATS_ISSUER"
 )
 
+// envPasswords are the environment variables of the users' passwords.
+var envPasswords = map[string]string{
+	UserAuth:     "SCANWIRE_NATS_AUTH_PASSWORD",
+	UserFanout:   "SCANWIRE_NATS_FANOUT_PASSWORD",
+	UserDelivery: "SCANWIRE_NATS_DELIVERY_PASSWORD",
+	UserGateway:  "SCANWIRE_NATS_GATEWAY_PASSWORD",
+	UserPipeline: "SCANWIRE_NATS_PIPELINE_PASSWORD",
+}
+
 // EnvPassword is the environment variable of user's password:
 // SCANWIRE_NATS_FANOUT_PASSWORD for scanwire.fanout.
-func EnvPassword(user string) string {
-	return "SCANWIRE_NATS_" + strings.ToUpper(strings.TrimPrefix(user, "scanwire.")) + "_PASSWORD"
-}
+func EnvPassword(user string) string { return envPasswords[user] }
 
 // CredentialsFromEnv reads the credentials that are set in the
 // environment (getenv); what is not set stays empty (Complete fills it).

@@ -22,7 +22,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx/natsxtest"
+	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/services/gateway"
 )
 
@@ -82,10 +84,24 @@ func TestDeployComposeAsWritten(t *testing.T) {
 			continue
 		}
 		u, err := url.Parse(cmd.Flag("nats").Value.String())
-		if err != nil || u.Scheme != "nats" || services[u.Hostname()] == nil || u.Port() != strconv.Itoa(natsPort) {
-			t.Errorf("%s: --nats %q, want nats://<a compose service>:%d (nats.conf's port)", name, cmd.Flag("nats").Value, natsPort)
+		if err != nil || u.Scheme != "tls" || services[u.Hostname()] == nil || u.Port() != strconv.Itoa(natsPort) {
+			t.Errorf("%s: --nats %q, want tls://<a compose service>:%d (nats.conf's port; it takes TLS only)", name, cmd.Flag("nats").Value, natsPort)
+		}
+		if cmd.Flag("nats-ca").Value.String() == "" {
+			t.Errorf("%s: no --nats-ca to verify NATS's certificate with", name)
 		}
 		runs := strings.Split(cmd.Flag("services").Value.String(), ",")
+		// Its own NATS user's password; the callout's, with its issuer,
+		// where it has API keys; the key that opens the signing secrets.
+		need := []string{natsauth.EnvPassword(natsauth.ForServices(runs)), secrets.EnvKey}
+		if slices.Contains(runs, app.ServiceGateway) {
+			need = append(need, natsauth.EnvPassword(natsauth.UserAuth), natsauth.EnvIssuer)
+		}
+		for _, v := range need {
+			if _, ok := env[v]; !ok {
+				t.Errorf("%s: no %s in its environment", name, v)
+			}
+		}
 		if err := (&app.Config{NATSURL: "nats://x", Services: runs}).Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -349,11 +365,36 @@ func composeEnv(t *testing.T, svc map[string]any) map[string]string {
 // natsConf is nats.conf as the server reads it.
 func natsConf(t *testing.T) *server.Options {
 	t.Helper()
-	opts, err := server.ProcessConfigFile(repoRoot + "/nats.conf")
+	opts, _, _ := natsConfWith(t)
+	return opts
+}
+
+// natsConfWith loads nats.conf with the server's own parser as the server
+// of a deployment does: its $VARIABLES set to credentials as `scanwire
+// secrets nats` makes them, its TLS files those of a CA made for the test
+// at the paths it names. It returns the credentials and the CA too.
+func natsConfWith(t *testing.T) (*server.Options, natsauth.Credentials, natsxtest.CA) {
+	t.Helper()
+	b, err := os.ReadFile(repoRoot + "/nats.conf")
 	if err != nil {
+		t.Fatal(err)
+	}
+	ca := natsxtest.NewCA(t)
+	text := strings.NewReplacer(`"/etc/nats/tls/server.pem"`, strconv.Quote(ca.Cert), `"/etc/nats/tls/server-key.pem"`, strconv.Quote(ca.Key)).Replace(string(b))
+	if text == string(b) {
+		t.Fatal("nats.conf names no TLS files at /etc/nats/tls/server.pem and server-key.pem")
+	}
+	creds := natsauth.Credentials{}.Complete()
+	pub, _ := creds.Issuer.PublicKey()
+	vars := []string{"$" + natsauth.EnvIssuerPublic, strconv.Quote(pub)}
+	for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
+		vars = append(vars, "$"+natsauth.EnvPassword(u), strconv.Quote(creds.Passwords[u]))
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(strings.NewReplacer(vars...).Replace(text)); err != nil {
 		t.Fatalf("nats.conf: %v", err)
 	}
-	return opts
+	return opts, creds, ca
 }
 
 var (
