@@ -171,6 +171,8 @@ type App struct {
 	// connection calloutNC; nil when this process does not answer it.
 	callout   *natsauth.Callout
 	calloutNC *nats.Conn
+	// gateway is the gateway service, when this process runs it.
+	gateway *gateway.Gateway
 	// cut, once cancelled, cuts the webhook requests in flight (see Close);
 	// cutter counts them.
 	cut    context.Context
@@ -367,11 +369,16 @@ func (a *App) tlsOptions() []nats.Option {
 	return []nats.Option{nats.RootCAs(a.cfg.NATSCA)}
 }
 
-// SetKeys replaces the API keys NATS connections are judged by: a key
-// removed is refused at its next connection.
+// SetKeys replaces the API keys that the gateway's requests and the NATS
+// connections are judged by: a key removed is refused at its next request
+// or connection. A process started without keys stays open: keys close
+// its NATS only from the start.
 func (a *App) SetKeys(k gateway.Keys) {
 	if a.callout != nil {
 		a.callout.SetKeys(k)
+	}
+	if a.gateway != nil {
+		a.gateway.SetKeys(k)
 	}
 }
 
@@ -451,6 +458,7 @@ func (a *App) startGateway() error {
 	}
 	g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,
 		Tenants: a.Tenants, Telemetry: a.Tel, Writes: &a.writes, Egress: a.Egress}, a.log, gcfg)
+	a.gateway = g
 	a.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	a.spawn(ServiceGateway, func() error { return gateway.Serve(a.http, ln, a.log) })
 	return nil

@@ -109,7 +109,7 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c caller)
 func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key, ok := bearer(r.Header.Get("Authorization"))
-		c, found := g.cfg.Keys.identify(strings.TrimSpace(key))
+		c, found := g.keys.Load().identify(strings.TrimSpace(key))
 		if !ok || !found {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scanwire"`)
 			writeError(w, http.StatusUnauthorized, "", "missing or unknown API key: send Authorization: Bearer <key> (SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY)")

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,6 +66,8 @@ type Gateway struct {
 	cfg      Config
 	mux      *http.ServeMux
 	progress progress
+	// keys are cfg.Keys until SetKeys replaces them.
+	keys atomic.Pointer[Keys]
 }
 
 // Deps are what the gateway serves from.
@@ -93,6 +96,7 @@ func New(js jetstream.JetStream, d Deps, logger *slog.Logger, cfg Config) *Gatew
 	}
 	g := &Gateway{js: js, store: d.Store, attempts: d.Attempts, dlq: d.DLQ, rejected: rejected.New(js), limits: d.Limits, tenants: d.Tenants, egress: d.Egress, tel: d.Telemetry, writes: d.Writes,
 		log: logger.With("service", "gateway"), cfg: cfg, mux: http.NewServeMux()}
+	g.keys.Store(&cfg.Keys)
 	if g.tel != nil {
 		g.mux.Handle("GET /metrics", g.tel.Handler)
 	}
@@ -140,6 +144,10 @@ func (g *Gateway) Handler() http.Handler {
 			return r.URL.Path != "/metrics" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz"
 		}))
 }
+
+// SetKeys replaces the API keys: a key removed is refused at its next
+// request, one added is taken.
+func (g *Gateway) SetKeys(k Keys) { g.keys.Store(&k) }
 
 // Serve runs srv on ln until it is shut down; a clean shutdown is not an
 // error.

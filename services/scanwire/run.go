@@ -14,7 +14,6 @@ import (
 	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/secrets"
-	"github.com/scanwire/scanwire/services/gateway"
 )
 
 // runFlags are the flags of `run` (and `demo`, which runs the same pipeline).
@@ -95,7 +94,7 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 
 		AllowPrivateTargets: g.allowPrivate,
 	}
-	if cfg.Gateway.Keys, err = gateway.ParseKeys(os.Getenv("SCANWIRE_ADMIN_KEY"), os.Getenv("SCANWIRE_API_KEYS")); err != nil {
+	if cfg.Gateway.Keys, err = loadKeys(); err != nil {
 		return app.Config{}, err
 	}
 	if cfg.NATSAuth, err = natsauth.CredentialsFromEnv(os.Getenv); err != nil {
@@ -138,6 +137,9 @@ having spent an attempt.`,
 			cfg, err := f.config(cmd, g)
 			if err != nil {
 				return err
+			}
+			if os.Getenv(envKeysFile) != "" {
+				return runUntilDone(cmd.Context(), cfg, reloadKeysOnHUP(cfg.Log))
 			}
 			return runUntilDone(cmd.Context(), cfg, nil)
 		},
