@@ -442,7 +442,7 @@ func envRead(t *testing.T) func(name string) bool {
 
 // shellWords splits one command line as sh would, as far as the README
 // needs: words, '...' and "..." quoting, a backslash escaping the next
-// character. It ends at a comment or at an operator (&, |, ;), and
+// character. It ends at a comment or at an operator (&, |, ;) or a redirection (>, <), and
 // refuses an unclosed quote.
 func shellWords(line string) ([]string, error) {
 	var words []string
@@ -459,7 +459,7 @@ func shellWords(line string) ([]string, error) {
 		switch c := line[i]; {
 		case c == ' ' || c == '\t':
 			flush()
-		case c == '#' && !inWord, c == '&', c == '|', c == ';':
+		case c == '#' && !inWord, c == '&', c == '|', c == ';', c == '>', c == '<':
 			flush()
 			return words, nil
 		case c == '\'':
