@@ -103,8 +103,14 @@ func TestNATSScannerIsItsTenant(t *testing.T) {
 	if err != nil {
 		t.Fatalf("acme with its key: %v", err)
 	}
-	started := map[string]any{"scan_id": "scan-1", "target": "https://example.com"}
-	if _, err := acme.js.PublishMsg(ctx, eventMsg(t, "acme", events.TypeScanStarted, "scan-1", started)); err != nil {
+	// As the README shows a scanner in Go: a binary-mode CloudEvent.
+	m := nats.NewMsg("scans.acme.scan-1.started")
+	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "evt-1", "ce-source": "//scanners/zap-eu-1",
+		"ce-type": "scan.started", "ce-subject": "scan-1", "ce-tenant": "acme", "content-type": "application/json"} {
+		m.Header.Set(k, v)
+	}
+	m.Data = []byte(`{"scan_id":"scan-1","target":"app.example.com"}`)
+	if _, err := acme.js.PublishMsg(ctx, m); err != nil {
 		t.Fatalf("acme publishes its own event: %v", err)
 	}
 	eventually(t, 10*time.Second, func() bool { return rec.count() == 1 })
@@ -113,7 +119,7 @@ func TestNATSScannerIsItsTenant(t *testing.T) {
 	}
 
 	// Another tenant's subject.
-	m2 := eventMsg(t, "globex", events.TypeScanStarted, "scan-2", started)
+	m2 := eventMsg(t, "globex", events.TypeScanStarted, "scan-2", map[string]any{"scan_id": "scan-2", "target": "t"})
 	if _, err := acme.js.PublishMsg(shortly(t), m2); err == nil {
 		t.Error("acme published an event of globex")
 	}
