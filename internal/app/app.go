@@ -332,6 +332,11 @@ func (a *App) connect(ctx context.Context) error {
 		user = "" // as the URL says
 	}
 	nc, err := natsx.Connect(url, "scanwire", a.Server, a.log, opts...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		want := natsauth.ForServices(a.cfg.Services)
+		return fmt.Errorf("%w: this NATS is closed; this process connects as %s with the password in %s (`scanwire secrets nats` makes a set; the server's nats.conf must have the same)",
+			err, want, natsauth.EnvPassword(want))
+	}
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,9 @@ func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) 
 		return nil, nil, err
 	}
 	nc, err := natsx.Connect(g.clientURL(), name, nil, log, g.operator()...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, nil, fmt.Errorf("%w: this pipeline's NATS is closed with API keys; set SCANWIRE_ADMIN_KEY to its admin key (or give the credentials in --nats nats://admin:<key>@host:4222)", err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is 'scanwire run' running? set --nats)", err)
 	}
