@@ -35,36 +35,26 @@ type Callout struct {
 	issuer nkeys.KeyPair
 	keys   atomic.Pointer[Keys]
 	log    *slog.Logger
-	sub    *nats.Subscription
 }
 
 // StartCallout subscribes nc (a connection of UserAuth, in AuthAccount)
-// to the callout requests. issuer signs the answers; the server trusts its
-// public key (Credentials.Issuer).
+// to the callout requests, until nc closes. issuer signs the answers; the
+// server trusts its public key (Credentials.Issuer).
 func StartCallout(nc *nats.Conn, issuer nkeys.KeyPair, keys Keys, log *slog.Logger) (*Callout, error) {
 	c := &Callout{issuer: issuer, log: log}
 	c.SetKeys(keys)
-	sub, err := nc.QueueSubscribe(calloutSubject, calloutQueue, c.answer)
-	if err != nil {
+	if _, err := nc.QueueSubscribe(calloutSubject, calloutQueue, c.answer); err != nil {
 		return nil, fmt.Errorf("auth callout: %w", err)
 	}
 	if err := nc.Flush(); err != nil {
 		return nil, fmt.Errorf("auth callout: %w", err)
 	}
-	c.sub = sub
 	return c, nil
 }
 
 // SetKeys replaces the keys: a key removed is refused at its next
 // connection, one added is accepted.
 func (c *Callout) SetKeys(keys Keys) { c.keys.Store(&keys) }
-
-// Stop stops answering.
-func (c *Callout) Stop() {
-	if c.sub != nil {
-		_ = c.sub.Unsubscribe()
-	}
-}
 
 // errRefused is what a refused client is told: not which of user and
 // key was wrong.

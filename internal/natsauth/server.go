@@ -3,12 +3,12 @@ package natsauth
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 // Credentials are the service users' passwords and the key that signs the
@@ -162,11 +162,9 @@ func confPermissions(p Permissions) *confPermission {
 // mustJSON writes v as JSON, which the server's configuration parser
 // reads, without escaping '>' or '&' (the parser knows no \u escape).
 func mustJSON(v any) string {
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := jsonx.Marshal(v)
+	if err != nil {
 		panic(err) // maps of strings
 	}
-	return b.String()
+	return string(b)
 }

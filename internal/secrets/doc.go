@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/scanwire/scanwire/internal/jsonx"
 )
 
 // Fields are the names of a document's members whose string values are
@@ -91,11 +93,5 @@ func transform(doc []byte, fields Fields, fn func(field, v string) (string, erro
 	if !changed {
 		return doc, nil
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	return jsonx.Marshal(v)
 }
