@@ -301,6 +301,10 @@ func (a *App) connect(ctx context.Context) error {
 		scfg := a.cfg.Server
 		scfg.Lock = a.lock // released by Close, once the server is down
 		scfg.Account = natsauth.Account
+		if secured && !loopback(scfg.Listen) && scfg.TLSCert == "" {
+			a.log.Warn("the embedded NATS server listens beyond loopback without TLS: API keys and events cross the network in clear text; give it --nats-tls-cert and --nats-tls-key",
+				"listen", scfg.Listen)
+		}
 		if secured {
 			creds = creds.Complete()
 			scfg.Conf = natsauth.ServerConf(creds)
