@@ -348,13 +348,63 @@ func (a *App) connect(ctx context.Context) error {
 	if a.JS, err = natsx.JetStream(nc); err != nil {
 		return err
 	}
-	if user != "" && !natsauth.CanSetUp(user) {
-		return a.cfg.Topology.Check(ctx, a.JS)
+	return a.setUp(ctx, user == "" || natsauth.CanSetUp(user))
+}
+
+// clusterWait is how long a start waits for a JetStream cluster to elect
+// its leader and gather the servers its replicas need.
+const clusterWait = time.Minute
+
+// setUp creates or updates the streams and buckets (create), or finds them
+// made. A cluster that is still forming (no leader yet, or fewer servers
+// than the replicas, as when its servers start one by one), or streams
+// that the gateway has not made yet, are waited for, up to clusterWait;
+// then too few servers is an error naming both numbers.
+func (a *App) setUp(ctx context.Context, create bool) error {
+	deadline := time.Now().Add(clusterWait)
+	for waited := false; ; waited = true {
+		var err error
+		if create {
+			err = a.cfg.Topology.Ensure(ctx, a.JS)
+		} else {
+			err = a.cfg.Topology.Check(ctx, a.JS)
+		}
+		switch {
+		case err == nil:
+			if waited {
+				a.log.Info("JetStream cluster ready", "servers", a.jetStreamServers(), "replicas", a.cfg.Topology.Replicas)
+			}
+			return nil
+		case !natsx.TooFewServers(err) && !natsx.NotReady(err) && !errors.Is(err, natsx.ErrNotSetUp), time.Now().After(deadline), ctx.Err() != nil:
+			if natsx.TooFewServers(err) {
+				return fmt.Errorf("--replicas %d: the NATS cluster has %d server(s) with JetStream, fewer than the replicas (start more servers, or lower --replicas): %w",
+					a.cfg.Topology.Replicas, a.jetStreamServers(), err)
+			}
+			if create {
+				return fmt.Errorf("create streams: %w", err)
+			}
+			return err
+		case !waited:
+			a.log.Info("waiting for the JetStream cluster", "replicas", a.cfg.Topology.Replicas, "servers", a.jetStreamServers(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	if err := a.cfg.Topology.Ensure(ctx, a.JS); err != nil {
-		return fmt.Errorf("create streams: %w", err)
+}
+
+// jetStreamServers is how many servers this process sees in its JetStream
+// cluster: its embedded server's peers, or the servers its connection has
+// learned of.
+func (a *App) jetStreamServers() int {
+	if a.Server != nil {
+		if peers := a.Server.JetStreamClusterPeers(); len(peers) > 0 {
+			return len(peers)
+		}
+		return 1
 	}
-	return nil
+	return len(a.NC.DiscoveredServers()) + 1
 }
 
 // answerCallout connects as the callout's user and answers the server's

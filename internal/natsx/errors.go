@@ -1,6 +1,7 @@
 package natsx
 
 import (
+	"context"
 	"errors"
 
 	"github.com/nats-io/nats.go"
@@ -35,4 +36,30 @@ func HeaderSize(h nats.Header) int {
 		}
 	}
 	return n
+}
+
+// JetStream API error codes of a cluster that cannot place a stream (yet).
+const (
+	errCodeInsufficientResources jetstream.ErrorCode = 10023 // the cluster has too few servers for the replicas
+	errCodeReplicasNotSupported  jetstream.ErrorCode = 10074 // replicas > 1 on a server that is not clustered
+	errCodeTemporarilyDown       jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable (no meta leader)
+)
+
+// TooFewServers reports whether creating or updating a stream failed
+// because the cluster has fewer JetStream servers than its replicas.
+func TooFewServers(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == errCodeInsufficientResources || api.ErrorCode == errCodeReplicasNotSupported)
+}
+
+// NotReady reports whether a JetStream call failed because the cluster is
+// not ready yet or for the moment: no meta leader, no quorum, no answer.
+// Trying again later may succeed.
+func NotReady(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == errCodeTemporarilyDown {
+		return true
+	}
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }

@@ -6,6 +6,7 @@
 package natsx
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -39,6 +41,16 @@ type ServerConfig struct {
 	// server's global account is moved to it before the server starts
 	// (MoveGlobalStore).
 	Account string
+	// Name names this server; in a cluster each server's must differ.
+	// Empty: "scanwire".
+	Name string
+	// ClusterListen is host:port where this server takes routes from the
+	// other servers of its JetStream cluster (port 0 picks one); empty:
+	// it runs alone.
+	ClusterListen string
+	// Routes are the other servers' cluster addresses (host:port, or
+	// nats://host:port), for ClusterListen.
+	Routes []string
 	// TLSCert and TLSKey, when set, are the PEM files of the certificate
 	// the server presents to clients: it then takes TLS connections only
 	// (in-process ones, which never leave the process, excepted).
@@ -102,8 +114,11 @@ func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 			return nil, err
 		}
 	}
-	opts.ServerName = "scanwire"
+	opts.ServerName = cmp.Or(cfg.Name, "scanwire")
 	opts.Host, opts.Port = host, port
+	if err := clusterOptions(opts, cfg); err != nil {
+		return nil, err
+	}
 	opts.JetStream = true
 	opts.StoreDir = filepath.Join(cfg.DataDir, "jetstream")
 	opts.NoSigs = true
@@ -134,6 +149,47 @@ func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: not ready after 15s (is %s already in use?)", cfg.Listen)
 	}
 	return ns, nil
+}
+
+// ClusterName is the name of the JetStream cluster that embedded servers
+// form.
+const ClusterName = "scanwire"
+
+// clusterOptions sets up the routes of a server that is one of a cluster.
+func clusterOptions(opts *server.Options, cfg ServerConfig) error {
+	if cfg.ClusterListen == "" {
+		if len(cfg.Routes) > 0 {
+			return errors.New("--routes: give --cluster-listen too, the address where this server takes routes")
+		}
+		return nil
+	}
+	if cfg.Name == "" {
+		return errors.New("--cluster-listen: give --server-name too; each server of a cluster needs a name of its own")
+	}
+	host, portStr, err := net.SplitHostPort(cfg.ClusterListen)
+	port, perr := strconv.Atoi(portStr)
+	if err != nil || perr != nil || port < 0 || port > 65535 {
+		return fmt.Errorf("--cluster-listen %q: want host:port, e.g. 0.0.0.0:6222", cfg.ClusterListen)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: host, Port: port}
+	var urls []string
+	for _, r := range cfg.Routes {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if !strings.Contains(r, "://") {
+			r = "nats://" + r
+		}
+		urls = append(urls, r)
+	}
+	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
+	if len(opts.Routes) != len(urls) {
+		return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", strings.Join(cfg.Routes, ","))
+	}
+	return nil
 }
 
 // MoveGlobalStore moves the JetStream store of the server's global

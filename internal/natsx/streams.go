@@ -202,6 +202,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
+// ErrNotSetUp is wrapped by Check's error when a stream or bucket is
+// missing.
+var ErrNotSetUp = errors.New("streams and buckets not set up")
+
 // Check finds every stream and bucket made, without changing any: the
 // start of a service whose credentials may not create them (fan-out and
 // delivery under natsauth; the gateway's process sets them up). It names
@@ -223,8 +227,8 @@ func (t Topology) Check(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("streams not found: %s; this process's NATS user may not create them: start the gateway (a process running it creates them) first",
-			strings.Join(missing, ", "))
+		return fmt.Errorf("%w: %s not found; this process's NATS user may not create them: start the gateway (a process running it creates them)",
+			ErrNotSetUp, strings.Join(missing, ", "))
 	}
 	return nil
 }

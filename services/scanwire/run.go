@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,19 +19,23 @@ import (
 
 // runFlags are the flags of `run` (and `demo`, which runs the same pipeline).
 type runFlags struct {
-	data         string
-	natsListen   string
-	httpAddr     string
-	services     string
-	syncInterval time.Duration
-	fanoutWork   int
-	deliveryWork int
-	timeout      time.Duration
-	autoDisable  time.Duration
-	natsTLSCert  string
-	natsTLSKey   string
-	tlsCert      string
-	tlsKey       string
+	data          string
+	natsListen    string
+	httpAddr      string
+	services      string
+	syncInterval  time.Duration
+	fanoutWork    int
+	deliveryWork  int
+	timeout       time.Duration
+	autoDisable   time.Duration
+	replicas      int
+	serverName    string
+	clusterListen string
+	routes        []string
+	natsTLSCert   string
+	natsTLSKey    string
+	tlsCert       string
+	tlsKey        string
 }
 
 // maxTimeout bounds --timeout: a job's AckWait is its attempt's timeout
@@ -48,6 +53,10 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl.IntVar(&f.fanoutWork, "fanout-workers", 256, "events fanned out at once")
 	fl.IntVar(&f.deliveryWork, "delivery-workers", 256, "webhook requests in flight at once (each endpoint gets at most a quarter)")
 	fl.DurationVar(&f.timeout, "timeout", 15*time.Second, "timeout of one webhook attempt")
+	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (env SCANWIRE_REPLICAS); 3 on a three-node cluster; existing ones are changed to it at start")
+	fl.StringVar(&f.serverName, "server-name", "", "name of the embedded NATS server, unique in its cluster (with --cluster-listen)")
+	fl.StringVar(&f.clusterListen, "cluster-listen", "", "host:port where the embedded NATS server takes routes from the other servers of its JetStream cluster, e.g. 0.0.0.0:6222")
+	fl.StringSliceVar(&f.routes, "routes", nil, "cluster addresses (host:port) of the other embedded servers, e.g. node2:6222,node3:6222")
 	fl.StringVar(&f.natsTLSCert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: it then takes TLS clients only (with --nats-tls-key)")
 	fl.StringVar(&f.natsTLSKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate of the HTTP gateway: it then serves HTTPS only (with --tls-key)")
@@ -72,10 +81,17 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 	if f.autoDisable <= 0 {
 		return app.Config{}, fmt.Errorf("--auto-disable-after: must be positive, got %s", f.autoDisable)
 	}
+	if v := os.Getenv("SCANWIRE_REPLICAS"); v != "" && !cmd.Flags().Changed("replicas") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return app.Config{}, fmt.Errorf("SCANWIRE_REPLICAS: %q is not a number of replicas (1, or 3 on a three-node cluster)", v)
+		}
+		f.replicas = n
+	}
 	for _, w := range []struct {
 		flag string
 		n    int
-	}{{"--fanout-workers", f.fanoutWork}, {"--delivery-workers", f.deliveryWork}} {
+	}{{"--fanout-workers", f.fanoutWork}, {"--delivery-workers", f.deliveryWork}, {"--replicas", f.replicas}} {
 		if w.n < 1 {
 			return app.Config{}, fmt.Errorf("%s: must be at least 1, got %d", w.flag, w.n)
 		}
@@ -83,6 +99,7 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 	cfg := app.Config{
 		NATSURL: pipelineNATS(cmd, g, log),
 		Server: natsx.ServerConfig{DataDir: f.data, Listen: f.natsListen, SyncInterval: f.syncInterval,
+			Name: f.serverName, ClusterListen: f.clusterListen, Routes: f.routes,
 			TLSCert: f.natsTLSCert, TLSKey: f.natsTLSKey},
 		NATSCA:   g.natsCA,
 		HTTPCert: f.tlsCert,
@@ -103,6 +120,7 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 	if cfg.Secrets, err = secrets.ParseKeyring(os.Getenv(secrets.EnvKey)); err != nil {
 		return app.Config{}, err
 	}
+	cfg.Topology.Replicas = f.replicas
 	cfg.Fanout.Workers = f.fanoutWork
 	cfg.Delivery.Workers = f.deliveryWork
 	cfg.Delivery.Timeout = f.timeout
