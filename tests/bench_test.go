@@ -291,7 +291,7 @@ func BenchmarkHungEndpoints(b *testing.B) {
 }
 
 // streamState is a stream's state as the server reports it.
-func streamState(b *testing.B, p *pipeline, stream string) jetstream.StreamState {
+func streamState(b testing.TB, p *pipeline, stream string) jetstream.StreamState {
 	b.Helper()
 	s, err := p.JS.Stream(context.Background(), stream)
 	if err != nil {

@@ -363,12 +363,16 @@ const clusterWait = time.Minute
 func (a *App) setUp(ctx context.Context, create bool) error {
 	deadline := time.Now().Add(clusterWait)
 	for waited := false; ; waited = true {
+		// Each attempt has a deadline of its own: a request sent before
+		// the cluster has a leader is never answered.
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
 		if create {
-			err = a.cfg.Topology.Ensure(ctx, a.JS)
+			err = a.cfg.Topology.Ensure(actx, a.JS)
 		} else {
-			err = a.cfg.Topology.Check(ctx, a.JS)
+			err = a.cfg.Topology.Check(actx, a.JS)
 		}
+		cancel()
 		switch {
 		case err == nil:
 			if waited {
@@ -384,6 +388,8 @@ func (a *App) setUp(ctx context.Context, create bool) error {
 				return fmt.Errorf("create streams: %w", err)
 			}
 			return err
+		default:
+			a.log.Debug("still waiting for the JetStream cluster", "err", err)
 		case !waited:
 			a.log.Info("waiting for the JetStream cluster", "replicas", a.cfg.Topology.Replicas, "servers", a.jetStreamServers(), "err", err)
 		}

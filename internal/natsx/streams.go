@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -188,18 +189,28 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 			return fmt.Errorf("stream %s: migrate: %w", StreamDeliveries, err)
 		}
 	}
-	for _, cfg := range cfgs {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
-		}
+	// All at once: on a cluster each stream is a group of its own that
+	// elects a leader before its creation is answered, which takes
+	// seconds; one after the other, the fifteen would take a minute.
+	var wg sync.WaitGroup
+	errs := make([]error, len(cfgs)+len(t.BucketConfigs()))
+	for i, cfg := range cfgs {
+		wg.Go(func() {
+			if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+				errs[i] = fmt.Errorf("stream %s: %w", cfg.Name, err)
+			}
+		})
 	}
-	for _, cfg := range t.BucketConfigs() {
+	for i, cfg := range t.BucketConfigs() {
 		cfg.Storage, cfg.Replicas = jetstream.FileStorage, t.Replicas
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
-		}
+		wg.Go(func() {
+			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+				errs[len(cfgs)+i] = fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ErrNotSetUp is wrapped by Check's error when a stream or bucket is

@@ -1,0 +1,374 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsx"
+	"github.com/scanwire/scanwire/internal/subscriptions"
+)
+
+// cluster is three `scanwire run` processes whose embedded servers form
+// one JetStream cluster on loopback (--server-name, --cluster-listen,
+// --routes), running no service: the services join it from other
+// processes, as with an external NATS.
+type cluster struct {
+	t      *testing.T
+	names  []string
+	client []string // client host:port of each node
+	routes []string // cluster host:port of each node
+	dirs   []string
+	nodes  []*pipeline
+	mu     sync.Mutex
+}
+
+// freeAddrs returns n ports of 127.0.0.1 nothing listens on (a moment
+// ago).
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// startCluster starts three nodes at once (each waits for the others
+// before its streams can have three replicas).
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	addrs := freeAddrs(t, 6)
+	c := &cluster{t: t, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
+	for range 3 {
+		c.dirs = append(c.dirs, t.TempDir())
+	}
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { c.start(i) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return c
+}
+
+// start starts node i (again) on its data directory and ports.
+func (c *cluster) start(i int) {
+	var routes []string
+	for j, r := range c.routes {
+		if j != i {
+			routes = append(routes, r)
+		}
+	}
+	cfg := baseConfig(c.t)
+	cfg.Services = nil
+	cfg.Topology.Replicas = 3
+	cfg.Server = natsx.ServerConfig{DataDir: c.dirs[i], Listen: c.client[i], Name: c.names[i], ClusterListen: c.routes[i], Routes: routes,
+		SyncInterval: time.Minute}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	a, err := app.Start(ctx, cfg)
+	if err != nil {
+		c.t.Errorf("start node %s: %v", c.names[i], err)
+		return
+	}
+	p := &pipeline{App: a, dataDir: c.dirs[i]}
+	c.mu.Lock()
+	c.nodes[i] = p
+	c.mu.Unlock()
+	c.t.Cleanup(func() { p.stop(c.t) })
+}
+
+// stop stops node name.
+func (c *cluster) stop(name string) {
+	for i, n := range c.names {
+		if n == name {
+			c.nodes[i].stop(c.t)
+			return
+		}
+	}
+	c.t.Fatalf("no node %s", name)
+}
+
+// restart starts node name again.
+func (c *cluster) restart(name string) {
+	for i, n := range c.names {
+		if n == name {
+			c.start(i)
+			return
+		}
+	}
+}
+
+// url is every node's client URL, as --nats takes them.
+func (c *cluster) url() string {
+	var urls []string
+	for _, a := range c.client {
+		urls = append(urls, "nats://"+a)
+	}
+	return strings.Join(urls, ",")
+}
+
+// join starts a process of services joined to the cluster.
+func (c *cluster) join(services ...string) *pipeline {
+	c.t.Helper()
+	cfg := baseConfig(c.t)
+	cfg.NATSURL, cfg.Services = c.url(), services
+	cfg.Topology.Replicas = 3
+	return start(c.t, cfg, "", nil)
+}
+
+// leader is the name of the server leading stream.
+func leader(t *testing.T, js jetstream.JetStream, stream string) string {
+	t.Helper()
+	var name string
+	eventually(t, 30*time.Second, func() bool {
+		s, err := js.Stream(context.Background(), stream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		if err != nil || info.Cluster == nil {
+			return false
+		}
+		name = info.Cluster.Leader
+		return name != ""
+	})
+	return name
+}
+
+// caughtUp waits until every replica of stream is current.
+func caughtUp(t *testing.T, js jetstream.JetStream, stream string) {
+	t.Helper()
+	eventually(t, 60*time.Second, func() bool {
+		s, err := js.Stream(context.Background(), stream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		if err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			return false
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current || r.Lag != 0 || r.Offline {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// flow publishes findings of scans, a few a second, as a scanner fleet
+// would: each one until the cluster acknowledges it (a failed publish is
+// sent again with the same dedupe id), through a connection of its own
+// that fails over between the nodes.
+type flow struct {
+	published atomic.Int64
+	done      chan struct{}
+}
+
+func startFlow(t *testing.T, url string, scans, perScan int, every time.Duration) *flow {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	f := &flow{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer nc.Close()
+		for i := range perScan {
+			for s := range scans {
+				scan := fmt.Sprintf("scan-%d", s)
+				data := map[string]any{"scan_id": scan, "target": "app.example.com", "finding_id": fmt.Sprintf("f-%d", i),
+					"type": fmt.Sprintf("type-%d", i%3), "title": "finding", "cvss_score": 7.5}
+				m := eventMsg(t, "acme", events.TypeFindingHigh, scan, data)
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_, err := js.PublishMsg(ctx, m)
+					cancel()
+					if err == nil {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				f.published.Add(1)
+				time.Sleep(every)
+			}
+		}
+	}()
+	return f
+}
+
+// Issue 14: a three-node cluster of embedded servers, streams with three
+// replicas, and the services in a process of their own. A steady flow of
+// findings under limits goes on while the leader of SCAN_EVENTS stops, and
+// then the node the services are connected to; both start again. Every
+// admitted finding is delivered (repeats only with the same webhook-id),
+// the limits are exact, the stopped nodes catch up, and a subscription
+// made after the faults is served (the KV watch resumed).
+func TestClusterSurvivesLeaderAndNodeLoss(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	c := startCluster(t)
+	t.Logf("%s: cluster formed", time.Since(start))
+	svc := c.join(app.ServiceFanout, app.ServiceDelivery)
+	rec := newReceiver(t, nil)
+	svc.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec.URL, Events: []string{"finding.*"},
+		Limits: subscriptions.Limits{FindingsPerScan: 12, FindingsPerType: 100}})
+
+	const scans, perScan = 4, 20
+	f := startFlow(t, c.url(), scans, perScan, 100*time.Millisecond)
+	eventually(t, 30*time.Second, func() bool { return f.published.Load() >= 10 })
+
+	first := leader(t, svc.JS, natsx.StreamScanEvents)
+	c.stop(first)
+	t.Logf("%s: stopped %s, the leader of %s", time.Since(start), first, natsx.StreamScanEvents)
+	eventually(t, 30*time.Second, func() bool { return f.published.Load() >= 30 })
+	second := svc.NC.ConnectedServerName()
+	if second == first || second == "" {
+		t.Fatalf("the services are connected to %q after %s stopped", second, first)
+	}
+	c.stop(second)
+	t.Logf("%s: stopped %s, the services' node", time.Since(start), second)
+	time.Sleep(time.Second) // no quorum: publishes wait, nothing is taken
+	var wg sync.WaitGroup
+	for _, n := range []string{first, second} {
+		wg.Go(func() { c.restart(n) })
+	}
+	wg.Wait()
+	t.Logf("%s: both restarted", time.Since(start))
+	<-f.done
+	t.Logf("%s: every finding published", time.Since(start))
+
+	// 4 scans of 20 findings each: 12 admitted per scan, each delivered,
+	// repeated only with the same webhook-id, and none of the other 8.
+	eventually(t, 60*time.Second, func() bool { return len(distinctWebhooks(rec)) >= scans*12 })
+	time.Sleep(500 * time.Millisecond) // anything over the limits would arrive now
+	perScanGot := map[string]map[string]bool{}
+	for _, r := range rec.requests() {
+		for s := range scans {
+			scan := fmt.Sprintf("scan-%d", s)
+			if strings.Contains(string(r.Body), `"scan_id":"`+scan+`"`) {
+				if perScanGot[scan] == nil {
+					perScanGot[scan] = map[string]bool{}
+				}
+				perScanGot[scan][r.Header.Get("webhook-id")] = true
+			}
+		}
+	}
+	for s := range scans {
+		if n := len(perScanGot[fmt.Sprintf("scan-%d", s)]); n != 12 {
+			t.Errorf("scan-%d: %d findings delivered, want 12 (its limit)", s, n)
+		}
+	}
+	t.Logf("%s: every admitted finding delivered", time.Since(start))
+	for _, stream := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, "KV_" + natsx.BucketSubscriptions} {
+		caughtUp(t, svc.JS, stream)
+	}
+	t.Logf("%s: the stopped nodes caught up", time.Since(start))
+
+	// The KV watch resumed: a subscription made now is served.
+	rec2 := newReceiver(t, nil)
+	svc.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec2.URL, Events: []string{"scan.started"}})
+	svc.publish(t, "acme", events.TypeScanStarted, "after", map[string]any{"scan_id": "after", "target": "t"})
+	eventually(t, 30*time.Second, func() bool { return rec2.count() == 1 })
+}
+
+// distinctWebhooks is the set of webhook-ids r received.
+func distinctWebhooks(r *receiver) map[string]int {
+	out := map[string]int{}
+	for _, req := range r.requests() {
+		out[req.Header.Get("webhook-id")]++
+	}
+	return out
+}
+
+// metricSum sums the values of p's metrics whose line starts with prefix.
+func metricSum(p *pipeline, prefix string) float64 {
+	rr := httptest.NewRecorder()
+	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	sum := 0.0
+	for _, line := range strings.Split(rr.Body.String(), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// Issue 14: two fan-out and two delivery replicas, each a process of its
+// own, against a three-node cluster share the work: each event is fanned
+// out once (one job per event), each job delivered by one of them once,
+// and both replicas of each service take a part.
+func TestClusterReplicasShareTheWork(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	fanouts := []*pipeline{c.join(app.ServiceFanout), c.join(app.ServiceFanout)}
+	deliveries := []*pipeline{c.join(app.ServiceDelivery), c.join(app.ServiceDelivery)}
+	rec := newReceiver(t, nil)
+	fanouts[0].subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec.URL, Events: []string{"finding.*"}})
+	for _, p := range append(fanouts[1:], deliveries...) {
+		eventually(t, 10*time.Second, func() bool { return p.Subs.Len() == 1 })
+	}
+
+	const n = 300
+	var msgs []*nats.Msg
+	for i := range n {
+		scan := fmt.Sprintf("scan-%d", i%30)
+		msgs = append(msgs, eventMsg(t, "acme", events.TypeFindingHigh, scan, map[string]any{"scan_id": scan, "target": "t",
+			"finding_id": fmt.Sprint("f-", i), "type": fmt.Sprint("type-", i), "title": "finding", "cvss_score": 7.5}))
+	}
+	publishBurst(t, fanouts[0].JS, msgs)
+	eventually(t, 60*time.Second, func() bool { return rec.count() >= n })
+	time.Sleep(500 * time.Millisecond) // a second delivery of any, were there one, arrives now
+	if got := distinctWebhooks(rec); len(got) != n || rec.count() != n {
+		t.Errorf("%d requests for %d webhooks, want %d of each", rec.count(), len(got), n)
+	}
+	if jobs := streamState(t, fanouts[0], natsx.StreamDeliveries).Msgs; jobs != n {
+		t.Errorf("%d jobs stored for %d events, want one each", jobs, n)
+	}
+	for i, p := range fanouts {
+		if v := metricSum(p, "scanwire_events_accepted_total"); v == 0 {
+			t.Errorf("fan-out replica %d fanned out nothing", i)
+		}
+	}
+	delivered := 0.0
+	for i, p := range deliveries {
+		v := metricSum(p, `scanwire_deliveries_total{outcome="delivered"`)
+		if v == 0 {
+			t.Errorf("delivery replica %d delivered nothing", i)
+		}
+		delivered += v
+	}
+	if delivered != n {
+		t.Errorf("the delivery replicas delivered %v in all, want %d", delivered, n)
+	}
+}
