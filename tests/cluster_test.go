@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -137,7 +138,7 @@ func (c *cluster) url() string {
 func (c *cluster) join(services ...string) *pipeline {
 	c.t.Helper()
 	cfg := baseConfig(c.t)
-	cfg.NATSURL, cfg.Services = c.url(), services
+	cfg.NATSURL, cfg.Services, cfg.HTTPAddr = c.url(), services, "127.0.0.1:0"
 	cfg.Topology.Replicas = 3
 	return start(c.t, cfg, "", nil)
 }
@@ -237,7 +238,7 @@ func TestClusterSurvivesLeaderAndNodeLoss(t *testing.T) {
 	start := time.Now()
 	c := startCluster(t)
 	t.Logf("%s: cluster formed", time.Since(start))
-	svc := c.join(app.ServiceFanout, app.ServiceDelivery)
+	svc := c.join(app.ServiceFanout, app.ServiceDelivery, app.ServiceGateway)
 	rec := newReceiver(t, nil)
 	svc.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec.URL, Events: []string{"finding.*"},
 		Limits: subscriptions.Limits{FindingsPerScan: 12, FindingsPerType: 100}})
@@ -256,7 +257,14 @@ func TestClusterSurvivesLeaderAndNodeLoss(t *testing.T) {
 	}
 	c.stop(second)
 	t.Logf("%s: stopped %s, the services' node", time.Since(start), second)
-	time.Sleep(time.Second) // no quorum: publishes wait, nothing is taken
+	// No quorum: publishes wait, nothing is taken, and /readyz says why.
+	var why string
+	eventually(t, 30*time.Second, func() bool {
+		code, body := readyz(t, svc)
+		why = body
+		return code == 503 && strings.Contains(body, "quorum")
+	})
+	t.Logf("/readyz: %s", why)
 	var wg sync.WaitGroup
 	for _, n := range []string{first, second} {
 		wg.Go(func() { c.restart(n) })
@@ -265,6 +273,7 @@ func TestClusterSurvivesLeaderAndNodeLoss(t *testing.T) {
 	t.Logf("%s: both restarted", time.Since(start))
 	<-f.done
 	t.Logf("%s: every finding published", time.Since(start))
+	eventually(t, 60*time.Second, func() bool { code, _ := readyz(t, svc); return code == 200 })
 
 	// 4 scans of 20 findings each: 12 admitted per scan, each delivered,
 	// repeated only with the same webhook-id, and none of the other 8.
@@ -298,6 +307,18 @@ func TestClusterSurvivesLeaderAndNodeLoss(t *testing.T) {
 	svc.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec2.URL, Events: []string{"scan.started"}})
 	svc.publish(t, "acme", events.TypeScanStarted, "after", map[string]any{"scan_id": "after", "target": "t"})
 	eventually(t, 30*time.Second, func() bool { return rec2.count() == 1 })
+}
+
+// readyz is the answer of p's /readyz.
+func readyz(t *testing.T, p *pipeline) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.HTTPAddr() + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // distinctWebhooks is the set of webhook-ids r received.

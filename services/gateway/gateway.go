@@ -177,12 +177,20 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	// The answers name what is wrong in our words; NATS's own error text
 	// goes to the log only.
 	for _, name := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, natsx.StreamDLQ, natsx.StreamRejected, natsx.StreamAttempts} {
-		if _, err := g.js.Stream(ctx, name); err != nil {
+		s, err := g.js.Stream(ctx, name)
+		if err != nil {
 			g.log.Warn("readyz: stream unreachable", "stream", name, "err", err)
 			msg := "stream " + name + " unreachable"
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
 				msg = "stream " + name + " does not exist"
+			case natsx.NotReady(err):
+				msg = "stream " + name + " unreachable: the JetStream cluster has no leader or has lost quorum (too few of its servers are up)"
 			}
+			writeError(w, http.StatusServiceUnavailable, "", msg)
+			return
+		}
+		if msg := quorum(s.CachedInfo()); msg != "" {
 			writeError(w, http.StatusServiceUnavailable, "", msg)
 			return
 		}
@@ -209,6 +217,28 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// quorum says why a replicated stream cannot take writes, or "": it has
+// no leader, or fewer of its replicas answer than a majority.
+func quorum(info *jetstream.StreamInfo) string {
+	if info == nil || info.Cluster == nil || info.Config.Replicas <= 1 {
+		return ""
+	}
+	up := 0
+	if info.Cluster.Leader != "" {
+		up = 1
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Offline && r.Active < 30*time.Second {
+			up++
+		}
+	}
+	if info.Cluster.Leader == "" || up <= info.Config.Replicas/2 {
+		return fmt.Sprintf("stream %s has lost quorum: %d of its %d replicas answer, a majority is %d (start the servers that are down)",
+			info.Config.Name, up, info.Config.Replicas, info.Config.Replicas/2+1)
+	}
+	return ""
 }
 
 // progress remembers, per consumer, the last stream sequence it handed out
