@@ -28,7 +28,8 @@ import (
 // --routes), running no service: the services join it from other
 // processes, as with an external NATS.
 type cluster struct {
-	t      *testing.T
+	t        *testing.T
+	replicas int // of the nodes' streams
 	names  []string
 	client []string // client host:port of each node
 	routes []string // cluster host:port of each node
@@ -58,11 +59,12 @@ func freeAddrs(t *testing.T, n int) []string {
 }
 
 // startCluster starts three nodes at once (each waits for the others
-// before its streams can have three replicas).
-func startCluster(t *testing.T) *cluster {
+// before its streams can have three replicas), whose streams have
+// replicas.
+func startCluster(t *testing.T, replicas int) *cluster {
 	t.Helper()
 	addrs := freeAddrs(t, 6)
-	c := &cluster{t: t, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
+	c := &cluster{t: t, replicas: replicas, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
 	for range 3 {
 		c.dirs = append(c.dirs, t.TempDir())
 	}
@@ -87,7 +89,7 @@ func (c *cluster) start(i int) {
 	}
 	cfg := baseConfig(c.t)
 	cfg.Services = nil
-	cfg.Topology.Replicas = 3
+	cfg.Topology.Replicas = c.replicas
 	cfg.Server = natsx.ServerConfig{DataDir: c.dirs[i], Listen: c.client[i], Name: c.names[i], ClusterListen: c.routes[i], Routes: routes,
 		SyncInterval: time.Minute}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -134,12 +136,13 @@ func (c *cluster) url() string {
 	return strings.Join(urls, ",")
 }
 
-// join starts a process of services joined to the cluster.
-func (c *cluster) join(services ...string) *pipeline {
+// join starts a process of services joined to the cluster, as `scanwire
+// run --nats <the nodes> --replicas <replicas>` does (0: not given).
+func (c *cluster) join(replicas int, services ...string) *pipeline {
 	c.t.Helper()
 	cfg := baseConfig(c.t)
 	cfg.NATSURL, cfg.Services, cfg.HTTPAddr = c.url(), services, "127.0.0.1:0"
-	cfg.Topology.Replicas = 3
+	cfg.Topology.Replicas = replicas
 	return start(c.t, cfg, "", nil)
 }
 
@@ -236,9 +239,9 @@ func startFlow(t *testing.T, url string, scans, perScan int, every time.Duration
 func TestClusterSurvivesLeaderAndNodeLoss(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	c := startCluster(t)
+	c := startCluster(t, 3)
 	t.Logf("%s: cluster formed", time.Since(start))
-	svc := c.join(app.ServiceFanout, app.ServiceDelivery, app.ServiceGateway)
+	svc := c.join(3, app.ServiceFanout, app.ServiceDelivery, app.ServiceGateway)
 	rec := newReceiver(t, nil)
 	svc.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec.URL, Events: []string{"finding.*"},
 		Limits: subscriptions.Limits{FindingsPerScan: 12, FindingsPerType: 100}})
@@ -348,12 +351,23 @@ func metricSum(p *pipeline, prefix string) float64 {
 // Issue 14: two fan-out and two delivery replicas, each a process of its
 // own, against a three-node cluster share the work: each event is fanned
 // out once (one job per event), each job delivered by one of them once,
-// and both replicas of each service take a part.
+// and both replicas of each service take a part. The cluster's streams
+// were made with one replica: the first process given --replicas 3 makes
+// them three, and those not given it leave them so.
 func TestClusterReplicasShareTheWork(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
-	fanouts := []*pipeline{c.join(app.ServiceFanout), c.join(app.ServiceFanout)}
-	deliveries := []*pipeline{c.join(app.ServiceDelivery), c.join(app.ServiceDelivery)}
+	c := startCluster(t, 1)
+	fanouts := []*pipeline{c.join(3, app.ServiceFanout), c.join(0, app.ServiceFanout)}
+	deliveries := []*pipeline{c.join(0, app.ServiceDelivery), c.join(0, app.ServiceDelivery)}
+	for _, stream := range []string{natsx.StreamScanEvents, natsx.StreamDeliveries, "KV_" + natsx.BucketSubscriptions} {
+		s, err := fanouts[0].JS.Stream(context.Background(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("%s has %d replicas after processes with --replicas 3 and without started, want 3", stream, r)
+		}
+	}
 	rec := newReceiver(t, nil)
 	fanouts[0].subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: rec.URL, Events: []string{"finding.*"}})
 	for _, p := range append(fanouts[1:], deliveries...) {
@@ -391,5 +405,20 @@ func TestClusterReplicasShareTheWork(t *testing.T) {
 	}
 	if delivered != n {
 		t.Errorf("the delivery replicas delivered %v in all, want %d", delivered, n)
+	}
+}
+
+// Issue 14.1: replicas a server cannot have are an error at start naming
+// both numbers, at once on a server that is not part of a cluster.
+func TestClusterReplicasNeedTheServers(t *testing.T) {
+	t.Parallel()
+	cfg := baseConfig(t)
+	cfg.Server = natsx.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.Topology.Replicas = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := app.Start(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), "--replicas 3") || !strings.Contains(err.Error(), "1 server(s)") {
+		t.Fatalf("three replicas on one server: %v", err)
 	}
 }

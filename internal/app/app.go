@@ -379,7 +379,8 @@ func (a *App) setUp(ctx context.Context, create bool) error {
 				a.log.Info("JetStream cluster ready", "servers", a.jetStreamServers(), "replicas", a.cfg.Topology.Replicas)
 			}
 			return nil
-		case !natsx.TooFewServers(err) && !natsx.NotReady(err) && !errors.Is(err, natsx.ErrNotSetUp), time.Now().After(deadline), ctx.Err() != nil:
+		case !natsx.TooFewServers(err) && !natsx.NotReady(err) && !errors.Is(err, natsx.ErrNotSetUp), time.Now().After(deadline), ctx.Err() != nil,
+			natsx.NotClustered(err):
 			if natsx.TooFewServers(err) {
 				return fmt.Errorf("--replicas %d: the NATS cluster has %d server(s) with JetStream, fewer than the replicas (start more servers, or lower --replicas): %w",
 					a.cfg.Topology.Replicas, a.jetStreamServers(), err)
@@ -405,10 +406,10 @@ func (a *App) setUp(ctx context.Context, create bool) error {
 // learned of.
 func (a *App) jetStreamServers() int {
 	if a.Server != nil {
-		if peers := a.Server.JetStreamClusterPeers(); len(peers) > 0 {
-			return len(peers)
+		if !a.Server.JetStreamIsClustered() {
+			return 1
 		}
-		return 1
+		return max(len(a.Server.JetStreamClusterPeers()), 1)
 	}
 	return len(a.NC.DiscoveredServers()) + 1
 }

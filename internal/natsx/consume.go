@@ -251,3 +251,23 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// Bind creates or updates a durable consumer and returns it. A cluster
+// that cannot answer for the moment (no leader, no quorum, a stream whose
+// replicas are moving) is waited for, trying again every second until ctx
+// ends: a service must come up once its cluster does, not fail for having
+// started first.
+func Bind(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, log *slog.Logger) (jetstream.Consumer, error) {
+	for logged := false; ; logged = true {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := js.CreateOrUpdateConsumer(actx, stream, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil || (!NotReady(err) && !TooFewServers(err)) {
+			return c, err
+		}
+		if !logged {
+			log.Warn("consumer not bound yet; trying again", "stream", stream, "consumer", cfg.Durable, "err", err)
+		}
+		sleep(ctx, time.Second)
+	}
+}

@@ -52,6 +52,13 @@ func TooFewServers(err error) bool {
 	return errors.As(err, &api) && (api.ErrorCode == errCodeInsufficientResources || api.ErrorCode == errCodeReplicasNotSupported)
 }
 
+// NotClustered reports whether a stream asked for replicas of a server
+// that is not part of a cluster: no wait will change that.
+func NotClustered(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == errCodeReplicasNotSupported
+}
+
 // NotReady reports whether a JetStream call failed because the cluster is
 // not ready yet or for the moment: no meta leader, no quorum, no answer.
 // Trying again later may succeed.

@@ -31,7 +31,9 @@ const (
 // start from DefaultTopology.
 type Topology struct {
 	// Replicas is the replication factor of every stream and bucket (1 on
-	// the embedded server, 3 on a production cluster).
+	// one server, 3 on a production cluster). Ensure changes existing ones
+	// to it. Zero keeps each existing one's and makes new ones with 1: a
+	// process not told the count does not change it.
 	Replicas int
 	// EventRetention is how long SCAN_EVENTS keeps an event, counted from
 	// when it was stored.
@@ -52,7 +54,7 @@ type Topology struct {
 // DefaultTopology is what `scanwire run` creates.
 func DefaultTopology() Topology {
 	return Topology{
-		Replicas:            1,
+		Replicas:            0, // as they are; 1 for new ones
 		EventRetention:      7 * 24 * time.Hour,
 		DeadLetterRetention: 30 * 24 * time.Hour,
 		AttemptRetention:    7 * 24 * time.Hour,
@@ -185,7 +187,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	// change a stream's retention in place: a stream of then is moved over
 	// to the new one first, jobs and retries kept (migrate.go).
 	if i := slices.IndexFunc(cfgs, func(c jetstream.StreamConfig) bool { return c.Name == StreamDeliveries }); i >= 0 {
-		if err := migrateDeliveries(ctx, js, cfgs[i]); err != nil {
+		cfg := cfgs[i]
+		cfg.Replicas = t.replicas(ctx, js, StreamDeliveries)
+		if err := migrateDeliveries(ctx, js, cfg); err != nil {
 			return fmt.Errorf("stream %s: migrate: %w", StreamDeliveries, err)
 		}
 	}
@@ -196,14 +200,15 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	errs := make([]error, len(cfgs)+len(t.BucketConfigs()))
 	for i, cfg := range cfgs {
 		wg.Go(func() {
+			cfg.Replicas = t.replicas(ctx, js, cfg.Name)
 			if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 				errs[i] = fmt.Errorf("stream %s: %w", cfg.Name, err)
 			}
 		})
 	}
 	for i, cfg := range t.BucketConfigs() {
-		cfg.Storage, cfg.Replicas = jetstream.FileStorage, t.Replicas
 		wg.Go(func() {
+			cfg.Storage, cfg.Replicas = jetstream.FileStorage, t.replicas(ctx, js, "KV_"+cfg.Bucket)
 			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 				errs[len(cfgs)+i] = fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 			}
@@ -211,6 +216,18 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// replicas is the replication factor stream is to have: Replicas, or
+// with none asked for, the one it has (1 for a new stream).
+func (t Topology) replicas(ctx context.Context, js jetstream.JetStream, stream string) int {
+	if t.Replicas > 0 {
+		return t.Replicas
+	}
+	if s, err := js.Stream(ctx, stream); err == nil && s.CachedInfo().Config.Replicas > 0 {
+		return s.CachedInfo().Config.Replicas
+	}
+	return 1
 }
 
 // ErrNotSetUp is wrapped by Check's error when a stream or bucket is

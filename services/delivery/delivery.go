@@ -227,7 +227,7 @@ func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Delivery
 // Run consumes DELIVERIES until ctx ends. Attempts in flight when ctx ends
 // finish (bounded by Timeout) and are settled as usual.
 func (d *Delivery) Run(ctx context.Context) error {
-	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamDeliveries, jetstream.ConsumerConfig{
+	cons, err := natsx.Bind(ctx, d.js, natsx.StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       d.cfg.Consumer,
 		Description:   "scanwire delivery workers",
 		FilterSubject: "deliveries.>", // not the scheduled retries waiting their time
@@ -241,7 +241,7 @@ func (d *Delivery) Run(ctx context.Context) error {
 		// letter.
 		MaxDeliver:    -1,
 		MaxAckPending: d.cfg.MaxAckPending,
-	})
+	}, d.log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before it started: not a failure

@@ -217,7 +217,7 @@ func (d *Delivery) startLane(ctx context.Context, key string, rec laneRecord) {
 
 // runLane consumes one lane until ctx ends.
 func (d *Delivery) runLane(ctx context.Context, key, tenant, sub string, from uint64) error {
-	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamDeliveries, jetstream.ConsumerConfig{
+	cons, err := natsx.Bind(ctx, d.js, natsx.StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       LaneConsumer(key),
 		Description:   "scanwire delivery lane of " + key,
 		FilterSubject: "deliveries." + tenant + "." + sub + ".>",
@@ -229,7 +229,7 @@ func (d *Delivery) runLane(ctx context.Context, key, tenant, sub string, from ui
 		// Its deferrals are naks: this bounds them, and what the server
 		// reads back for them.
 		MaxAckPending: 4 * d.cfg.LaneWorkers,
-	})
+	}, d.log)
 	if err != nil {
 		return fmt.Errorf("lane consumer: %w", err)
 	}

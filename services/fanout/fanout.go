@@ -112,7 +112,7 @@ func New(js jetstream.JetStream, d Deps, log *slog.Logger, cfg Config) *Fanout {
 // jobs the first one stored: they are in the record of their subscription
 // and scan (internal/limits).
 func (f *Fanout) Run(ctx context.Context) error {
-	cons, err := f.js.CreateOrUpdateConsumer(ctx, natsx.StreamScanEvents, jetstream.ConsumerConfig{
+	cons, err := natsx.Bind(ctx, f.js, natsx.StreamScanEvents, jetstream.ConsumerConfig{
 		Durable:     f.cfg.Consumer,
 		Description: "scanwire fan-out",
 		AckPolicy:   jetstream.AckExplicitPolicy,
@@ -121,7 +121,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		AckWait:       f.cfg.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 4 * f.cfg.Workers,
-	})
+	}, f.log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before it started: not a failure

@@ -53,7 +53,7 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl.IntVar(&f.fanoutWork, "fanout-workers", 256, "events fanned out at once")
 	fl.IntVar(&f.deliveryWork, "delivery-workers", 256, "webhook requests in flight at once (each endpoint gets at most a quarter)")
 	fl.DurationVar(&f.timeout, "timeout", 15*time.Second, "timeout of one webhook attempt")
-	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (env SCANWIRE_REPLICAS); 3 on a three-node cluster; existing ones are changed to it at start")
+	fl.IntVar(&f.replicas, "replicas", 0, "replicas of every stream and bucket (env SCANWIRE_REPLICAS): 3 on a three-node cluster; existing ones are changed to it at start; 0 keeps theirs and makes new ones with 1")
 	fl.StringVar(&f.serverName, "server-name", "", "name of the embedded NATS server, unique in its cluster (with --cluster-listen)")
 	fl.StringVar(&f.clusterListen, "cluster-listen", "", "host:port where the embedded NATS server takes routes from the other servers of its JetStream cluster, e.g. 0.0.0.0:6222")
 	fl.StringSliceVar(&f.routes, "routes", nil, "cluster addresses (host:port) of the other embedded servers, e.g. node2:6222,node3:6222")
@@ -83,15 +83,15 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 	}
 	if v := os.Getenv("SCANWIRE_REPLICAS"); v != "" && !cmd.Flags().Changed("replicas") {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return app.Config{}, fmt.Errorf("SCANWIRE_REPLICAS: %q is not a number of replicas (1, or 3 on a three-node cluster)", v)
+		if err != nil || n < 0 {
+			return app.Config{}, fmt.Errorf("SCANWIRE_REPLICAS: %q is not a number of replicas (1, or 3 on a three-node cluster; 0 keeps what the streams have)", v)
 		}
 		f.replicas = n
 	}
 	for _, w := range []struct {
 		flag string
 		n    int
-	}{{"--fanout-workers", f.fanoutWork}, {"--delivery-workers", f.deliveryWork}, {"--replicas", f.replicas}} {
+	}{{"--fanout-workers", f.fanoutWork}, {"--delivery-workers", f.deliveryWork}} {
 		if w.n < 1 {
 			return app.Config{}, fmt.Errorf("%s: must be at least 1, got %d", w.flag, w.n)
 		}
