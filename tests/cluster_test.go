@@ -30,12 +30,12 @@ import (
 type cluster struct {
 	t        *testing.T
 	replicas int // of the nodes' streams
-	names  []string
-	client []string // client host:port of each node
-	routes []string // cluster host:port of each node
-	dirs   []string
-	nodes  []*pipeline
-	mu     sync.Mutex
+	names    []string
+	client   []string // client host:port of each node
+	routes   []string // cluster host:port of each node
+	dirs     []string
+	nodes    []*pipeline
+	mu       sync.Mutex
 }
 
 // freeAddrs returns n ports of 127.0.0.1 nothing listens on (a moment
