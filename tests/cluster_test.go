@@ -406,6 +406,20 @@ func TestClusterReplicasShareTheWork(t *testing.T) {
 	if delivered != n {
 		t.Errorf("the delivery replicas delivered %v in all, want %d", delivered, n)
 	}
+	// A process without the gateway serves its probes and nothing else.
+	for _, p := range []*pipeline{fanouts[1], deliveries[0]} {
+		if code, body := readyz(t, p); code != 200 {
+			t.Errorf("/readyz of a %v replica: %d %s", p.services, code, body)
+		}
+		resp, err := http.Get("http://" + p.HTTPAddr() + "/v1/subscriptions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("/v1 on a %v replica: %d, want 404", p.services, resp.StatusCode)
+		}
+	}
 }
 
 // Issue 14.1: replicas a server cannot have are an error at start naming

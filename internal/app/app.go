@@ -246,6 +246,12 @@ func (a *App) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if !slices.Contains(a.cfg.Services, ServiceGateway) && len(a.cfg.Services) > 0 && a.cfg.HTTPAddr != "" {
+		// No API here, but the probes and the metrics of the services.
+		if err := a.startGateway(true); err != nil {
+			return err
+		}
+	}
 	for _, ready := range []<-chan struct{}{a.Subs.Ready(), a.TenantsC.Ready()} {
 		select {
 		case <-ready:
@@ -493,14 +499,15 @@ func (a *App) startService(ctx, runCtx context.Context, name string) error {
 			Attempts: a.Attempts, Telemetry: a.Tel, Writes: &a.writes, Lanes: a.lanes}, a.log, a.cfg.Delivery)
 		a.spawn(name, func() error { return d.Run(runCtx) })
 	case ServiceGateway:
-		return a.startGateway()
+		return a.startGateway(false)
 	}
 	return nil
 }
 
-// startGateway listens on HTTPAddr and serves the API; its readiness
-// checks the consumers of the services this process runs.
-func (a *App) startGateway() error {
+// startGateway listens on HTTPAddr and serves the API (healthOnly: only
+// /healthz, /readyz and /metrics); its readiness checks the consumers of
+// the services this process runs.
+func (a *App) startGateway(healthOnly bool) error {
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("--http %s: %w", a.cfg.HTTPAddr, err)
@@ -515,11 +522,12 @@ func (a *App) startGateway() error {
 	}
 	a.httpLn = ln
 	gcfg := a.cfg.Gateway
+	gcfg.HealthOnly = healthOnly
 	gcfg.Consumers = map[string]string{}
 	for stream, consumer := range a.consumers() {
 		gcfg.Consumers[consumer] = stream
 	}
-	if gcfg.Keys.Empty() {
+	if gcfg.Keys.Empty() && !healthOnly {
 		a.log.Warn("no API keys configured: the gateway refuses every /v1 call; set SCANWIRE_ADMIN_KEY or SCANWIRE_API_KEYS")
 	}
 	g := gateway.New(a.JS, gateway.Deps{Store: a.Store, Attempts: a.Attempts, DLQ: a.DLQ, Limits: a.Limits,

@@ -48,6 +48,10 @@ type Config struct {
 	// messages wait for it before /readyz fails (default 1m): pinned at its
 	// ack-pending limit, or its workers stuck.
 	StallAfter time.Duration
+	// HealthOnly serves /healthz, /readyz and /metrics and no API: the
+	// HTTP port of a process that runs fan-out or delivery alone, for its
+	// probes and its metrics.
+	HealthOnly bool
 }
 
 // Gateway is the HTTP API.
@@ -102,6 +106,9 @@ func New(js jetstream.JetStream, d Deps, logger *slog.Logger, cfg Config) *Gatew
 	}
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
+	if cfg.HealthOnly {
+		return g
+	}
 	g.mux.HandleFunc("POST /v1/events", g.authed(g.publishEvent))
 	g.mux.HandleFunc("GET /v1/subscriptions", g.authed(g.listSubscriptions))
 	g.mux.HandleFunc("POST /v1/subscriptions", g.authed(g.createSubscription))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,7 @@ func (f *runFlags) register(cmd *cobra.Command, defaultData, defaultListen, defa
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", defaultData, "directory of the embedded NATS server's JetStream store")
 	fl.StringVar(&f.natsListen, "nats-listen", defaultListen, "host:port where the embedded NATS server accepts clients (port 0 picks one)")
-	fl.StringVar(&f.httpAddr, "http", defaultHTTP, "host:port of the HTTP gateway")
+	fl.StringVar(&f.httpAddr, "http", defaultHTTP, "host:port of the HTTP gateway; a process that runs fan-out or delivery without the gateway serves /healthz, /readyz and /metrics there when it is given")
 	fl.StringVar(&f.services, "services", strings.Join(app.AllServices, ","), "services to run in this process (a replica of a scaled deployment runs a subset)")
 	fl.DurationVar(&f.syncInterval, "sync-interval", 0, "fsync interval of the embedded server; 0 fsyncs every write (no acknowledged event is lost on power failure)")
 	fl.IntVar(&f.fanoutWork, "fanout-workers", 256, "events fanned out at once")
@@ -121,6 +122,9 @@ func (f *runFlags) config(cmd *cobra.Command, g *globals) (app.Config, error) {
 		return app.Config{}, err
 	}
 	cfg.Topology.Replicas = f.replicas
+	if !slices.Contains(services, app.ServiceGateway) && !cmd.Flags().Changed("http") {
+		cfg.HTTPAddr = "" // its default is the gateway's: no probes port unless asked for
+	}
 	cfg.Fanout.Workers = f.fanoutWork
 	cfg.Delivery.Workers = f.deliveryWork
 	cfg.Delivery.Timeout = f.timeout
