@@ -53,6 +53,12 @@ func TestDeployComposeAsWritten(t *testing.T) {
 	natsPort := natsConf(t).Port
 	read := envRead(t)
 	built := 0
+	natsNodes, replicated := 0, false // the NATS servers; whether a process asks for their replicas
+	for _, name := range sortedKeys(services) {
+		if img, _ := yamlMap(t, services, name)["image"].(string); strings.HasPrefix(img, "nats:") {
+			natsNodes++
+		}
+	}
 	for _, name := range sortedKeys(services) {
 		svc := yamlMap(t, services, name)
 		for _, p := range yamlStrings(t, svc, "ports") {
@@ -83,13 +89,23 @@ func TestDeployComposeAsWritten(t *testing.T) {
 		if cmd.Name() != "run" {
 			continue
 		}
-		u, err := url.Parse(cmd.Flag("nats").Value.String())
-		if err != nil || u.Scheme != "tls" || services[u.Hostname()] == nil || u.Port() != strconv.Itoa(natsPort) {
-			t.Errorf("%s: --nats %q, want tls://<a compose service>:%d (nats.conf's port; it takes TLS only)", name, cmd.Flag("nats").Value, natsPort)
+		urls := strings.Split(cmd.Flag("nats").Value.String(), ",")
+		for _, raw := range urls {
+			u, err := url.Parse(raw)
+			if err != nil || u.Scheme != "tls" || services[u.Hostname()] == nil || u.Port() != strconv.Itoa(natsPort) {
+				t.Errorf("%s: --nats %q, want tls://<a compose service>:%d for each server (nats.conf's port; it takes TLS only)", name, raw, natsPort)
+			}
+		}
+		if len(urls) != natsNodes {
+			t.Errorf("%s: --nats names %d servers of the %d", name, len(urls), natsNodes)
+		}
+		if r := cmd.Flag("replicas").Value.String(); r != "0" && r != strconv.Itoa(natsNodes) {
+			t.Errorf("%s: --replicas %s on a cluster of %d servers", name, r, natsNodes)
 		}
 		if cmd.Flag("nats-ca").Value.String() == "" {
 			t.Errorf("%s: no --nats-ca to verify NATS's certificate with", name)
 		}
+		replicated = replicated || cmd.Flag("replicas").Value.String() == strconv.Itoa(natsNodes)
 		runs := strings.Split(cmd.Flag("services").Value.String(), ",")
 		// Its own NATS user's password; the callout's, with its issuer,
 		// where it has API keys; the key that opens the signing secrets.
@@ -123,6 +139,9 @@ func TestDeployComposeAsWritten(t *testing.T) {
 	}
 	if built == 0 {
 		t.Error("no service of compose.yaml is built from deploy/Dockerfile")
+	}
+	if natsNodes < 3 || !replicated {
+		t.Errorf("compose.yaml: %d NATS servers, replicas asked for by a process %v; want a cluster of three and --replicas 3", natsNodes, replicated)
 	}
 }
 
@@ -369,11 +388,67 @@ func natsConf(t *testing.T) *server.Options {
 	return opts
 }
 
+// TestNATSClusterConfIsNATSConfWithRoutes loads deploy/nats-cluster.conf
+// as a node of compose.yaml's cluster would, nats.conf beside it: it is
+// nats.conf (the same users, callout and JetStream with fsync on every
+// write) with a name and routes to the three nodes.
+func TestNATSClusterConfIsNATSConfWithRoutes(t *testing.T) {
+	t.Setenv("NATS_SERVER_NAME", "nats-2")
+	dir := t.TempDir()
+	base := natsConf(t)
+	text := natsConfText(t) // nats.conf with its variables and TLS files filled in
+	if err := os.WriteFile(filepath.Join(dir, "nats.conf"), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(deployDir + "/nats-cluster.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nats-cluster.conf"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats-cluster.conf"))
+	if err != nil {
+		t.Fatalf("nats-cluster.conf: %v", err)
+	}
+	if opts.ServerName != "nats-2" || opts.Cluster.Name == "" || opts.Cluster.Port != 6222 || len(opts.Routes) != 3 {
+		t.Errorf("nats-cluster.conf: name %q, cluster %q on %d, %d routes", opts.ServerName, opts.Cluster.Name, opts.Cluster.Port, len(opts.Routes))
+	}
+	if !opts.JetStream || !opts.SyncAlways || opts.AuthCallout == nil || len(opts.Users) != len(base.Users) || opts.TLSConfig == nil {
+		t.Errorf("nats-cluster.conf is not nats.conf: jetstream %v, fsync always %v, callout %v, %d users (nats.conf %d), TLS %v",
+			opts.JetStream, opts.SyncAlways, opts.AuthCallout != nil, len(opts.Users), len(base.Users), opts.TLSConfig != nil)
+	}
+	doc := readYAML(t, deployDir+"/compose.yaml")
+	services := yamlMap(t, doc, "services")
+	for _, r := range opts.Routes {
+		if services[r.Hostname()] == nil {
+			t.Errorf("nats-cluster.conf routes to %s, which is not a service of compose.yaml", r.Host)
+		}
+	}
+}
+
 // natsConfWith loads nats.conf with the server's own parser as the server
 // of a deployment does: its $VARIABLES set to credentials as `scanwire
 // secrets nats` makes them, its TLS files those of a CA made for the test
 // at the paths it names. It returns the credentials and the CA too.
 func natsConfWith(t *testing.T) (*server.Options, natsauth.Credentials, natsxtest.CA) {
+	t.Helper()
+	text, creds, ca := natsConfFilled(t)
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("nats.conf: %v", err)
+	}
+	return opts, creds, ca
+}
+
+// natsConfText is nats.conf with its variables and TLS files filled in.
+func natsConfText(t *testing.T) string {
+	t.Helper()
+	text, _, _ := natsConfFilled(t)
+	return text
+}
+
+func natsConfFilled(t *testing.T) (string, natsauth.Credentials, natsxtest.CA) {
 	t.Helper()
 	b, err := os.ReadFile(repoRoot + "/nats.conf")
 	if err != nil {
@@ -390,11 +465,7 @@ func natsConfWith(t *testing.T) (*server.Options, natsauth.Credentials, natsxtes
 	for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
 		vars = append(vars, "$"+natsauth.EnvPassword(u), strconv.Quote(creds.Passwords[u]))
 	}
-	opts := &server.Options{}
-	if err := opts.ProcessConfigString(strings.NewReplacer(vars...).Replace(text)); err != nil {
-		t.Fatalf("nats.conf: %v", err)
-	}
-	return opts, creds, ca
+	return strings.NewReplacer(vars...).Replace(text), creds, ca
 }
 
 var (
