@@ -524,3 +524,40 @@ func bareJetStream(b *testing.B, js jetstream.JetStream, ns *server.Server, n in
 	rate := float64(n) / time.Since(start).Seconds()
 	return rate, diffStoreStats(before, readStoreStats(b, ns)).total()
 }
+
+// BenchmarkCluster runs the flood of BenchmarkPipeline (one subscription,
+// b.N finding events) on a three-node JetStream cluster of embedded
+// servers on this machine, fsync on every write, the services in a
+// process of their own: with every stream and bucket on one replica, and
+// on three. It reports what the three replicas cost beside one
+// (r3-ratio-to-r1). The three servers share the machine's cores and disk
+// with the services, so the absolute rates are lower than one server's.
+//
+//	go test ./tests -run '^$' -bench Cluster -benchtime 2000x
+func BenchmarkCluster(b *testing.B) {
+	rates := map[int]float64{}
+	for _, replicas := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			c := startClusterSync(b, replicas, 0)
+			svc := c.join(replicas, app.ServiceFanout, app.ServiceDelivery)
+			rec := newLatencyReceiver(b)
+			id := svc.subscribe(b, subscriptions.Subscription{Tenant: "bench", URL: rec.URL, Events: []string{"finding.*"}}).ID
+			evs := benchEvents(b, rec, []string{id}, b.N)
+			b.ResetTimer()
+			start := time.Now()
+			publishAll(b, svc.JS, evs, rec.sent, 0)
+			rec.wait(b)
+			elapsed := time.Since(start)
+			b.StopTimer()
+			rate := float64(b.N) / elapsed.Seconds()
+			rates[replicas] = rate
+			p50, p99 := rec.percentiles()
+			b.ReportMetric(rate, "deliveries/s")
+			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			if r1 := rates[1]; replicas == 3 && r1 > 0 {
+				b.ReportMetric(rate/r1, "r3-ratio-to-r1")
+			}
+		})
+	}
+}

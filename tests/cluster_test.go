@@ -28,8 +28,9 @@ import (
 // --routes), running no service: the services join it from other
 // processes, as with an external NATS.
 type cluster struct {
-	t        *testing.T
-	replicas int // of the nodes' streams
+	t        testing.TB
+	replicas int           // of the nodes' streams
+	sync     time.Duration // the nodes' fsync interval; 0: every write
 	names    []string
 	client   []string // client host:port of each node
 	routes   []string // cluster host:port of each node
@@ -40,7 +41,7 @@ type cluster struct {
 
 // freeAddrs returns n ports of 127.0.0.1 nothing listens on (a moment
 // ago).
-func freeAddrs(t *testing.T, n int) []string {
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var out []string
 	var lns []net.Listener
@@ -60,11 +61,16 @@ func freeAddrs(t *testing.T, n int) []string {
 
 // startCluster starts three nodes at once (each waits for the others
 // before its streams can have three replicas), whose streams have
-// replicas.
-func startCluster(t *testing.T, replicas int) *cluster {
+// replicas. The tests' nodes fsync every minute, which faults of a
+// process, not of a machine, do not need; startClusterSync sets it.
+func startCluster(t testing.TB, replicas int) *cluster {
+	return startClusterSync(t, replicas, time.Minute)
+}
+
+func startClusterSync(t testing.TB, replicas int, every time.Duration) *cluster {
 	t.Helper()
 	addrs := freeAddrs(t, 6)
-	c := &cluster{t: t, replicas: replicas, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
+	c := &cluster{t: t, replicas: replicas, sync: every, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
 	for range 3 {
 		c.dirs = append(c.dirs, t.TempDir())
 	}
@@ -91,7 +97,7 @@ func (c *cluster) start(i int) {
 	cfg.Services = nil
 	cfg.Topology.Replicas = c.replicas
 	cfg.Server = natsx.ServerConfig{DataDir: c.dirs[i], Listen: c.client[i], Name: c.names[i], ClusterListen: c.routes[i], Routes: routes,
-		SyncInterval: time.Minute}
+		SyncInterval: c.sync}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	a, err := app.Start(ctx, cfg)
