@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scanwire/scanwire/internal/app"
 	"github.com/scanwire/scanwire/internal/events"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/subscriptions"
 )
@@ -29,6 +31,7 @@ import (
 // processes, as with an external NATS.
 type cluster struct {
 	t        testing.TB
+	opts     []pipelineOpt // of every node
 	replicas int           // of the nodes' streams
 	sync     time.Duration // the nodes' fsync interval; 0: every write
 	names    []string
@@ -67,10 +70,10 @@ func startCluster(t testing.TB, replicas int) *cluster {
 	return startClusterSync(t, replicas, time.Minute)
 }
 
-func startClusterSync(t testing.TB, replicas int, every time.Duration) *cluster {
+func startClusterSync(t testing.TB, replicas int, every time.Duration, opts ...pipelineOpt) *cluster {
 	t.Helper()
 	addrs := freeAddrs(t, 6)
-	c := &cluster{t: t, replicas: replicas, sync: every, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
+	c := &cluster{t: t, replicas: replicas, sync: every, opts: opts, names: []string{"n1", "n2", "n3"}, client: addrs[:3], routes: addrs[3:], nodes: make([]*pipeline, 3)}
 	for range 3 {
 		c.dirs = append(c.dirs, t.TempDir())
 	}
@@ -98,6 +101,9 @@ func (c *cluster) start(i int) {
 	cfg.Topology.Replicas = c.replicas
 	cfg.Server = natsx.ServerConfig{DataDir: c.dirs[i], Listen: c.client[i], Name: c.names[i], ClusterListen: c.routes[i], Routes: routes,
 		SyncInterval: c.sync}
+	for _, o := range c.opts {
+		o(&cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	a, err := app.Start(ctx, cfg)
@@ -440,5 +446,38 @@ func TestClusterReplicasNeedTheServers(t *testing.T) {
 	_, err := app.Start(ctx, cfg)
 	if err == nil || !strings.Contains(err.Error(), "--replicas 3") || !strings.Contains(err.Error(), "1 server(s)") {
 		t.Fatalf("three replicas on one server: %v", err)
+	}
+}
+
+// Issue 13 on a cluster: the embedded servers of a cluster with keys close
+// NATS with the credentials they share, every node answers a scanner, and
+// their routes take only each other: a server without the route password
+// does not join.
+func TestClusterWithKeysClosesItsRoutes(t *testing.T) {
+	t.Parallel()
+	creds := natsauth.Credentials{}.Complete()
+	c := startClusterSync(t, 1, time.Minute, withNATSKeys(), func(cfg *app.Config) { cfg.NATSAuth = creds })
+	for i, addr := range c.client {
+		nc, err := nats.Connect("nats://"+addr, nats.UserInfo("acme", acmeKey), nats.MaxReconnects(0))
+		if err != nil {
+			t.Errorf("acme on node %s: %v", c.names[i], err)
+			continue
+		}
+		nc.Close()
+	}
+	rogue, err := server.NewServer(&server.Options{ServerName: "rogue", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
+		Cluster: server.ClusterOpts{Name: natsx.ClusterName, Host: "127.0.0.1", Port: server.RANDOM_PORT},
+		Routes:  server.RoutesFromStr("nats://" + c.routes[0])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue.Start()
+	defer rogue.Shutdown()
+	time.Sleep(2 * time.Second) // long enough to route, were it let in
+	if n := rogue.NumRoutes(); n != 0 {
+		t.Errorf("a server without the route password has %d routes into the cluster", n)
+	}
+	if n := c.nodes[0].Server.NumRoutes(); n > 2*4 { // two peers, a few pooled routes each
+		t.Errorf("node %s has %d routes", c.names[0], n)
 	}
 }

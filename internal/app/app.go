@@ -113,6 +113,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s and %s: give both, the certificate and its key (PEM files), or neither", pair[0], pair[2])
 		}
 	}
+	if c.NATSURL == "" && !c.Gateway.Keys.Empty() && c.Server.ClusterListen != "" && !c.NATSAuth.Whole() {
+		return errors.New("--cluster-listen with API keys: every server of the cluster must close NATS with the same credentials; set the SCANWIRE_NATS_* variables of `scanwire secrets nats` (the same file) on each")
+	}
+	if c.NATSURL == "" && c.Gateway.Keys.Empty() && c.Server.ClusterListen != "" && !loopback(c.Server.ClusterListen) {
+		return fmt.Errorf("--cluster-listen %s: without API keys the routes of the embedded NATS server are open to anyone, so they listen on loopback only; set SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY (and the SCANWIRE_NATS_* variables, the same on every server) to serve other hosts", c.Server.ClusterListen)
+	}
 	if c.NATSURL == "" && c.Gateway.Keys.Empty() && !loopback(c.Server.Listen) {
 		return fmt.Errorf("--nats-listen %s: without API keys the embedded NATS server lets in anyone without credentials, so it listens on loopback only (127.0.0.1:4222); set SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY to serve other hosts", c.Server.Listen)
 	}
@@ -314,6 +320,7 @@ func (a *App) connect(ctx context.Context) error {
 		if secured {
 			creds = creds.Complete()
 			scfg.Conf = natsauth.ServerConf(creds)
+			scfg.RouteUser, scfg.RoutePassword = natsauth.RouteUser, creds.Route
 			// The process holds every credential of its own server: it
 			// connects as the whole pipeline.
 			user = natsauth.UserPipeline

@@ -20,7 +20,17 @@ type Credentials struct {
 	Passwords map[string]string
 	// Issuer signs the callout's answers; the server trusts its public key.
 	Issuer nkeys.KeyPair
+	// Route is the password the servers of a cluster of embedded servers
+	// (--cluster-listen) give each other, as user RouteUser.
+	Route string
 }
+
+// RouteUser is the user of the routes between embedded servers, and
+// EnvRoutePassword the variable of its password.
+const (
+	RouteUser        = "scanwire-route"
+	EnvRoutePassword = "SCANWIRE_NATS_ROUTE_PASSWORD"
+)
 
 // EnvIssuer holds the issuer's seed (an account nkey seed, "SA..."); the
 // server's configuration names its public key, EnvIssuerPublic.
@@ -54,6 +64,9 @@ func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
 			c.Passwords[u] = p
 		}
 	}
+	if c.Route = getenv(EnvRoutePassword); c.Route != "" && len(c.Route) < 16 {
+		return c, fmt.Errorf("%s: use at least 16 characters", EnvRoutePassword)
+	}
 	if seed := getenv(EnvIssuer); seed != "" {
 		kp, err := nkeys.FromSeed([]byte(seed))
 		if err == nil && !nkeys.IsValidPublicAccountKey(publicKey(kp)) {
@@ -67,11 +80,25 @@ func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
 	return c, nil
 }
 
+// Whole reports whether c has every password and the issuer: nothing for
+// Complete to make up.
+func (c Credentials) Whole() bool {
+	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
+		if c.Passwords[u] == "" {
+			return false
+		}
+	}
+	return c.Issuer != nil && c.Route != ""
+}
+
 // Complete makes up what c lacks: a random password for each user, a new
 // issuer. Made-up ones serve an embedded server and the services of its
 // own process; another process (a replica) needs them set in both.
 func (c Credentials) Complete() Credentials {
-	out := Credentials{Passwords: map[string]string{}, Issuer: c.Issuer}
+	out := Credentials{Passwords: map[string]string{}, Issuer: c.Issuer, Route: c.Route}
+	if out.Route == "" {
+		out.Route = randomPassword()
+	}
 	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
 		if out.Passwords[u] = c.Passwords[u]; out.Passwords[u] == "" {
 			out.Passwords[u] = randomPassword()

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +52,9 @@ type ServerConfig struct {
 	// Routes are the other servers' cluster addresses (host:port, or
 	// nats://host:port), for ClusterListen.
 	Routes []string
+	// RouteUser and RoutePassword, when set, are what a server must give
+	// to route to this one, and what this one gives to the others.
+	RouteUser, RoutePassword string
 	// TLSCert and TLSKey, when set, are the PEM files of the certificate
 	// the server presents to clients: it then takes TLS connections only
 	// (in-process ones, which never leave the process, excepted).
@@ -174,7 +178,7 @@ func clusterOptions(opts *server.Options, cfg ServerConfig) error {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: host, Port: port}
+	opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: host, Port: port, Username: cfg.RouteUser, Password: cfg.RoutePassword}
 	var urls []string
 	for _, r := range cfg.Routes {
 		if r = strings.TrimSpace(r); r == "" {
@@ -183,14 +187,23 @@ func clusterOptions(opts *server.Options, cfg ServerConfig) error {
 		if !strings.Contains(r, "://") {
 			r = "nats://" + r
 		}
+		if cfg.RouteUser != "" {
+			u, err := url.Parse(r)
+			if err != nil {
+				return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", RedactURL(r))
+			}
+			u.User = url.UserPassword(cfg.RouteUser, cfg.RoutePassword)
+			r = u.String()
+		}
 		urls = append(urls, r)
 	}
 	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
 	if len(opts.Routes) != len(urls) {
-		return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", strings.Join(cfg.Routes, ","))
+		return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", RedactURL(strings.Join(cfg.Routes, ",")))
 	}
 	return nil
 }
+
 
 // MoveGlobalStore moves the JetStream store of the server's global
 // account, where a server without accounts (an earlier release) kept

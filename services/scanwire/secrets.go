@@ -91,6 +91,7 @@ the issuer's seed (the server trusts its public key). Keep the file secret.`,
 			for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
 				fmt.Fprintf(out, "%s=%s\n", natsauth.EnvPassword(u), c.Passwords[u])
 			}
+			fmt.Fprintf(out, "%s=%s\n", natsauth.EnvRoutePassword, c.Route)
 			return nil
 		},
 	}
