@@ -204,7 +204,6 @@ func clusterOptions(opts *server.Options, cfg ServerConfig) error {
 	return nil
 }
 
-
 // MoveGlobalStore moves the JetStream store of the server's global
 // account, where a server without accounts (an earlier release) kept
 // scanwire's streams, to account's, so that they are account's once the
