@@ -13,9 +13,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/jsonx"
 	"github.com/scanwire/scanwire/internal/natsauth"
 )
 
@@ -207,6 +209,38 @@ func TestDeployHelmValuesAsWritten(t *testing.T) {
 	}
 	if found != len(natsauth.ServiceUsers) {
 		t.Errorf("values: %d service users, want %d", found, len(natsauth.ServiceUsers))
+	}
+	// The configuration the chart renders from config.merge loads in the
+	// server's own parser, the chart's raw values (<< ... >>) as the
+	// server reads them: variables from the Secret, sizes as units.
+	var raw struct {
+		Config struct {
+			Merge map[string]any `yaml:"merge"`
+		} `yaml:"config"`
+	}
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	creds := natsauth.Credentials{}.Complete()
+	pub, _ := creds.Issuer.PublicKey()
+	env := map[string]string{natsauth.EnvIssuerPublic: pub}
+	for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
+		env[natsauth.EnvPassword(u)] = creds.Passwords[u]
+	}
+	conf, err := jsonx.Marshal(raw.Config.Merge) // the parser knows no \u escape
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := regexp.MustCompile(`"<< \$([A-Z0-9_]+) >>"`).ReplaceAllStringFunc(string(conf), func(m string) string {
+		return strconv.Quote(env[m[5:len(m)-4]])
+	})
+	text = regexp.MustCompile(`"<< ([^$"]+) >>"`).ReplaceAllString(text, "$1")
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("values' config.merge in the server's parser: %v", err)
+	}
+	if opts.AuthCallout == nil || len(opts.Users) != len(natsauth.ServiceUsers)+1 || opts.MaxPayload != 4<<20 {
+		t.Errorf("values' config.merge loads as callout %v, %d users, max payload %d", opts.AuthCallout, len(opts.Users), opts.MaxPayload)
 	}
 	for _, ref := range regexp.MustCompile(`<< \$([A-Z0-9_]+) >>`).FindAllStringSubmatch(string(b), -1) {
 		e, ok := v.Container.Env[ref[1]]
