@@ -81,11 +81,9 @@ func BenchmarkPipeline(b *testing.B) {
 
 				rate := float64(b.N) / elapsed.Seconds()
 				deliveries := b.N * subs
-				p50, p99 := rec.percentiles()
+				rec.reportLatency(b)
 				b.ReportMetric(rate, "events/s")
 				b.ReportMetric(rate*float64(subs), "deliveries/s")
-				b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 				writes.report(b, deliveries)
 				b.ReportMetric(float64(writes.total())/elapsed.Seconds(), "writes/s")
 				post := signedPostLoop(b, rec.URL, b.N*subs)
@@ -169,9 +167,7 @@ func BenchmarkPipelinePaced(b *testing.B) {
 			publishAll(b, p.JS, evs, rec.sent, time.Second/time.Duration(c.rate))
 			rec.wait(b)
 			b.StopTimer()
-			p50, p99 := rec.percentiles()
-			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			rec.reportLatency(b)
 		})
 	}
 }
@@ -201,9 +197,7 @@ func BenchmarkIsolation(b *testing.B) {
 			publishAll(b, p.JS, evs, rec.sent, 5*time.Millisecond)
 			rec.wait(b)
 			b.StopTimer()
-			p50, p99 := rec.percentiles()
-			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			rec.reportLatency(b)
 		})
 	}
 }
@@ -275,9 +269,7 @@ func BenchmarkHungEndpoints(b *testing.B) {
 			<-sampled
 			stored := deliveriesLastSeq(b, p) - firstSeq
 
-			p50, p99 := rec.percentiles()
-			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			rec.reportLatency(b)
 			b.ReportMetric(float64(peakAckPending), "ack-pending-peak")
 			b.ReportMetric((float64(stored)-float64(b.N))/elapsed.Seconds(), "extra-stores/s")
 			if withA {
@@ -431,6 +423,14 @@ func (r *latencyReceiver) wait(b *testing.B) {
 	}
 }
 
+// reportLatency reports the publish-to-receipt percentiles as p50-ms and
+// p99-ms.
+func (r *latencyReceiver) reportLatency(b *testing.B) {
+	p50, p99 := r.percentiles()
+	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+}
+
 func (r *latencyReceiver) percentiles() (p50, p99 time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -551,10 +551,8 @@ func BenchmarkCluster(b *testing.B) {
 			b.StopTimer()
 			rate := float64(b.N) / elapsed.Seconds()
 			rates[replicas] = rate
-			p50, p99 := rec.percentiles()
+			rec.reportLatency(b)
 			b.ReportMetric(rate, "deliveries/s")
-			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 			if r1 := rates[1]; replicas == 3 && r1 > 0 {
 				b.ReportMetric(rate/r1, "r3-ratio-to-r1")
 			}

@@ -108,10 +108,8 @@ func BenchmarkMemorySubscriptions(b *testing.B) {
 			mem.profile(b)
 			peak := mem.stop()
 
-			p50, p99 := rec.percentiles()
+			rec.reportLatency(b)
 			rest.report(b, peak)
-			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 			b.ReportMetric(setup.Seconds(), "setup-s")
 		})
 	}
