@@ -385,3 +385,43 @@ func TestNATSSplitServicesNeedNoMore(t *testing.T) {
 		t.Errorf("delete: %d", code)
 	}
 }
+
+// A tenant on NATS cannot have another tenant's event dropped as a copy by
+// publishing first with the dedupe id that event would have: the gateway's
+// dedupe ids are keyed with the caller's API key (events.DedupeSecret).
+// The caller's own retry is still one event.
+func TestNATSTenantCannotPreemptAnothersEvent(t *testing.T) {
+	t.Parallel()
+	p := startPipeline(t, "", withGateway())
+	rec := newReceiver(t, nil)
+	globex := p.api(t, globexKey)
+	sub := globex.createSub(map[string]any{"url": rec.URL, "events": []string{"scan.started"}})
+	eventually(t, 5*time.Second, func() bool { _, ok := p.Subs.Get("globex", sub.ID); return ok })
+
+	acme, err := connectAs(t, p, "acme", acmeKey, natsauth.InboxPrefix("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := eventMsg(t, "acme", events.TypeScanStarted, "s-acme", map[string]any{"scan_id": "s-acme", "target": "t"})
+	forged.Header.Set(nats.MsgIdHdr, events.Key("globex", "//scanners/http", "evt-shared"))
+	if _, err := acme.js.PublishMsg(context.Background(), forged); err != nil {
+		t.Fatal(err)
+	}
+
+	post := func() map[string]any {
+		var out map[string]any
+		if code := globex.do("POST", "/v1/events", `{"scan_id":"s1","target":"t"}`, &out,
+			"Ce-Specversion", "1.0", "Ce-Id", "evt-shared", "Ce-Source", "//scanners/http", "Ce-Type", "scan.started",
+			"Ce-Subject", "s1", "Ce-Tenant", "globex", "Content-Type", "application/json"); code != 202 {
+			t.Fatalf("POST /v1/events: %d %v", code, out)
+		}
+		return out
+	}
+	if out := post(); out["duplicate"] == true {
+		t.Errorf("globex's event was taken for acme's copy: %v", out)
+	}
+	if out := post(); out["duplicate"] != true {
+		t.Errorf("globex's retry is not one event: %v", out)
+	}
+	eventually(t, 10*time.Second, func() bool { return rec.count() == 1 })
+}

@@ -66,6 +66,7 @@ func (k Keys) Empty() bool { return k.Admin == "" && len(k.Tenants) == 0 }
 type caller struct {
 	admin  bool
 	tenant string // the key's tenant; for the admin, the one it names
+	key    string // the key presented
 }
 
 // identify finds the key presented. Every configured key is compared, in
@@ -115,6 +116,7 @@ func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "", "missing or unknown API key: send Authorization: Bearer <key> (SCANWIRE_API_KEYS or SCANWIRE_ADMIN_KEY)")
 			return
 		}
+		c.key = strings.TrimSpace(key)
 		t, ok := queryToken(w, r, "tenant")
 		if !ok {
 			return

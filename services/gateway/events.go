@@ -62,7 +62,7 @@ func (g *Gateway) publishEvent(w http.ResponseWriter, r *http.Request, c caller)
 	subject, _ := events.Subject(tenant, e.Subject(), e.Type())
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	ack, err := events.Publish(ctx, g.js, subject, e)
+	ack, err := events.Publish(ctx, g.js, subject, e, events.DedupeSecret([]byte(c.key)))
 	if r.Context().Err() == nil {
 		g.writes.Observe(err)
 	}

@@ -216,7 +216,11 @@ func (g *globals) publisher(ctx context.Context) (*publisher, error) {
 func (p *publisher) publish(ctx context.Context, subject string, e *event.Event) (*jetstream.PubAck, trace.TraceID, error) {
 	ctx, span := p.tel.Tracer.Start(ctx, "scanwire publish")
 	defer span.End()
-	ack, err := events.Publish(ctx, p.js, subject, e)
+	var opts []events.PublishOption
+	if key := os.Getenv("SCANWIRE_ADMIN_KEY"); key != "" {
+		opts = append(opts, events.DedupeSecret([]byte(key))) // see events.DedupeSecret
+	}
+	ack, err := events.Publish(ctx, p.js, subject, e, opts...)
 	return ack, span.SpanContext().TraceID(), err
 }
 
