@@ -425,3 +425,30 @@ func TestNATSTenantCannotPreemptAnothersEvent(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() bool { return rec.count() == 1 })
 }
+
+// Issue 13.1: a scanner's connection lasts its lifetime and is then judged
+// again: once its key is removed, the connection ends; a kept key's
+// connection comes back.
+func TestNATSRemovedKeyLosesItsConnections(t *testing.T) {
+	t.Parallel()
+	p := startPipeline(t, "", withNATSKeys(), func(c *app.Config) { c.NATSLifetime = 2 * time.Second })
+	connect := func(user, key string) *nats.Conn {
+		nc, err := nats.Connect(p.ClientURL(), nats.UserInfo(user, key), nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	acme, globex := connect("acme", acmeKey), connect("globex", globexKey)
+	p.SetKeys(gateway.Keys{Admin: adminKey, Tenants: map[string]string{"acme": acmeKey}})
+	eventually(t, 10*time.Second, func() bool { return !globex.IsConnected() })
+	time.Sleep(3 * time.Second) // past another lifetime: globex stays out, acme was judged again
+	if globex.IsConnected() {
+		t.Error("the connection of a removed key came back")
+	}
+	eventually(t, 5*time.Second, acme.IsConnected)
+	if acme.Stats().Reconnects == 0 {
+		t.Error("acme's connection was never judged again")
+	}
+}

@@ -93,6 +93,10 @@ type Config struct {
 	// HTTPCert and HTTPKey, when set, are the PEM files of the gateway's
 	// certificate: it serves HTTPS only.
 	HTTPCert, HTTPKey string
+	// NATSLifetime is how long a scanner's or the operator's NATS
+	// connection lasts before it must connect, and be judged by the keys,
+	// again (natsauth.DefaultLifetime when zero).
+	NATSLifetime time.Duration
 	// Secrets seals the signing secrets of subscriptions and tenants in
 	// KV (SCANWIRE_SECRETS_KEY); nil or empty keeps them in plain text.
 	Secrets *secrets.Keyring

@@ -155,7 +155,7 @@ func (a *App) answerCallout(url string, creds natsauth.Credentials) error {
 		return fmt.Errorf("auth callout: %w", err)
 	}
 	a.calloutNC = nc
-	a.callout, err = natsauth.StartCallout(nc, creds.Issuer, a.cfg.Gateway.Keys, a.log)
+	a.callout, err = natsauth.StartCallout(nc, creds.Issuer, a.cfg.Gateway.Keys, a.cfg.NATSLifetime, a.log)
 	return err
 }
 

@@ -1,6 +1,7 @@
 package natsauth
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,13 +36,22 @@ type Callout struct {
 	issuer nkeys.KeyPair
 	keys   atomic.Pointer[Keys]
 	log    *slog.Logger
+	// lifetime is how long a connection it lets in lasts before the
+	// server closes it, so that the client connects, and is judged,
+	// again: a key removed loses its connections within it too.
+	lifetime time.Duration
 }
+
+// DefaultLifetime is how long a scanner's or the operator's connection
+// lasts before it must be judged again.
+const DefaultLifetime = time.Hour
 
 // StartCallout subscribes nc (a connection of UserAuth, in AuthAccount)
 // to the callout requests, until nc closes. issuer signs the answers; the
-// server trusts its public key (Credentials.Issuer).
-func StartCallout(nc *nats.Conn, issuer nkeys.KeyPair, keys Keys, log *slog.Logger) (*Callout, error) {
-	c := &Callout{issuer: issuer, log: log}
+// server trusts its public key (Credentials.Issuer). A connection it lets
+// in lasts lifetime (DefaultLifetime when zero), then connects again.
+func StartCallout(nc *nats.Conn, issuer nkeys.KeyPair, keys Keys, lifetime time.Duration, log *slog.Logger) (*Callout, error) {
+	c := &Callout{issuer: issuer, log: log, lifetime: cmp.Or(lifetime, DefaultLifetime)}
 	c.SetKeys(keys)
 	if _, err := nc.QueueSubscribe(calloutSubject, calloutQueue, c.answer); err != nil {
 		return nil, fmt.Errorf("auth callout: %w", err)
@@ -53,7 +63,8 @@ func StartCallout(nc *nats.Conn, issuer nkeys.KeyPair, keys Keys, log *slog.Logg
 }
 
 // SetKeys replaces the keys: a key removed is refused at its next
-// connection, one added is accepted.
+// connection (and its connections end within their lifetime), one added is
+// accepted.
 func (c *Callout) SetKeys(keys Keys) { c.keys.Store(&keys) }
 
 // errRefused is what a refused client is told: not which of user and
@@ -82,6 +93,7 @@ func (c *Callout) answer(m *nats.Msg) {
 		if perms.Responses {
 			uc.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 		}
+		uc.Expires = time.Now().Add(c.lifetime).Unix()
 		if resp.Jwt, err = uc.Encode(c.issuer); err != nil {
 			c.log.Error("auth callout: cannot sign the user", "err", err)
 			resp.Jwt, resp.Error = "", "scanwire could not sign the user"
