@@ -24,7 +24,7 @@ func TestUpgradeFromAWorkQueueDeliversItsJobs(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	r := newReceiver(t, nil)
-	old := startPipeline(t, dir, withServices())
+	old := startPipeline(t, dir, withServices(), withNATSKeys())
 	sub := old.subscribe(t, subscriptions.Subscription{Tenant: "acme", URL: r.URL, Events: []string{"scan.started"}})
 	ctx := context.Background()
 	var cfg jetstream.StreamConfig
@@ -56,7 +56,7 @@ func TestUpgradeFromAWorkQueueDeliversItsJobs(t *testing.T) {
 	}
 	old.stop(t)
 
-	p := startPipeline(t, dir, withServices(app.ServiceFanout, app.ServiceDelivery))
+	p := startPipeline(t, dir, withServices(app.ServiceFanout, app.ServiceDelivery), withNATSKeys())
 	eventually(t, 20*time.Second, func() bool { return r.count() == 1 })
 	if got := r.requests()[0].Header.Get("webhook-id"); got != j.WebhookID {
 		t.Errorf("webhook-id %q, want the old job's %q", got, j.WebhookID)

@@ -220,16 +220,19 @@ func (g *grants) gateway() {
 	g.read(natsx.StreamDLQ)
 	g.read(natsx.StreamRejected)
 	g.read(natsx.StreamAttempts)
-	g.publish("$JS.API.STREAM.MSG.DELETE."+natsx.StreamDLQ, "$JS.API.STREAM.MSG.DELETE."+natsx.StreamRejected)
+	g.publish("$JS.API.STREAM.MSG.DELETE." + natsx.StreamDLQ)
 	g.kvWrite(natsx.BucketSubscriptions, natsx.BucketTenants)
 	g.kvRead(natsx.BucketLimits, natsx.BucketLanes)
 	// Setting up the topology: creating and updating the streams and
 	// buckets, and moving DELIVERIES out of a work queue of an earlier
-	// release (natsx.MigrateDeliveries).
+	// release to a holding stream and back (natsx/migrate.go): its jobs
+	// and retries are published again and deleted where they were.
+	const holding = natsx.StreamDeliveries + "_MIGRATION"
 	g.publish("$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*",
-		"$JS.API.STREAM.DELETE."+natsx.StreamDeliveries, "$JS.API.STREAM.DELETE."+natsx.StreamDeliveries+"_MIGRATION",
-		"$JS.API.STREAM.PURGE."+natsx.StreamDeliveries+"_MIGRATION")
-	g.read(natsx.StreamDeliveries + "_MIGRATION")
+		"$JS.API.STREAM.DELETE."+natsx.StreamDeliveries, "$JS.API.STREAM.DELETE."+holding,
+		"$JS.API.STREAM.MSG.DELETE."+natsx.StreamDeliveries, "$JS.API.STREAM.MSG.DELETE."+holding,
+		"scanwire.migration.deliveries", "retries.>")
+	g.get(holding)
 }
 
 func (g *grants) permissions() Permissions {
