@@ -314,8 +314,8 @@ func TestNATSSplitServicesNeedNoMore(t *testing.T) {
 	t.Parallel()
 	hub := startPipeline(t, "", withNATSKeys(), withServices())
 	gw := startReplica(t, hub, withServices(), withGateway())
-	startReplica(t, hub, withServices(app.ServiceFanout))
-	startReplica(t, hub, withServices(app.ServiceDelivery))
+	fanoutP := startReplica(t, hub, withServices(app.ServiceFanout))
+	deliveryP := startReplica(t, hub, withServices(app.ServiceDelivery))
 
 	acme := gw.api(t, acmeKey)
 	var mu sync.Mutex
@@ -383,6 +383,12 @@ func TestNATSSplitServicesNeedNoMore(t *testing.T) {
 	}
 	if code := acme.do("DELETE", "/v1/subscriptions/"+sub.ID, nil, nil); code != 204 {
 		t.Errorf("delete: %d", code)
+	}
+	// Each process's metrics: the consumers' and lanes' backlog.
+	for _, p := range []*pipeline{gw, fanoutP, deliveryP} {
+		if v := metricSum(p, "scanwire_consumer_pending"); v < 0 {
+			t.Errorf("%v: consumer pending %v", p.services, v)
+		}
 	}
 }
 

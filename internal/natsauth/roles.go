@@ -135,10 +135,14 @@ type grants struct{ pub, sub []string }
 func (g *grants) publish(subjects ...string) { g.pub = append(g.pub, subjects...) }
 
 // common is what every service does: learn about JetStream and the
-// streams, answer who asks what the pipeline is (subscriptions.Announce,
-// a micro service) and read its own replies.
+// streams, report the backlog of the pipeline's consumers and lanes in
+// its metrics (their info, not their messages), answer who asks what the
+// pipeline is (subscriptions.Announce, a micro service) and read its own
+// replies.
 func (g *grants) common(user string) {
-	g.publish("$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "scanwire.pipeline.info")
+	g.publish("$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "scanwire.pipeline.info",
+		"$JS.API.CONSUMER.INFO."+natsx.StreamScanEvents+".*", "$JS.API.CONSUMER.INFO."+natsx.StreamDeliveries+".*")
+	g.kvRead(natsx.BucketLanes)
 	g.sub = append(g.sub, InboxPrefix(user)+".>", "$SRV.>", "scanwire.pipeline.>")
 }
 
