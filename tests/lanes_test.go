@@ -28,7 +28,7 @@ func TestHungSubscriptionGetsALane(t *testing.T) {
 	short := func(c *app.Config) {
 		c.Delivery.Timeout, c.Delivery.LaneAfter, c.Delivery.DeferMax = time.Second, 2*time.Second, 2*time.Second
 	}
-	p := startPipeline(t, "", short)
+	p := startPipeline(t, "", short, withNATSKeys()) // the replica runs as the delivery user
 	// A second delivery process: every process runs every lane, on the
 	// lane's one durable consumer.
 	startReplica(t, p, withServices(app.ServiceDelivery), short)
