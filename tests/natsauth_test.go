@@ -146,6 +146,15 @@ func TestNATSScannerIsItsTenant(t *testing.T) {
 		t.Errorf("SCAN_EVENTS after acme tried to delete it: %v", err)
 	}
 
+	// Writes it must not make: a forged job (which delivery would sign and
+	// send), a subscription, a dead letter, the JetStream API.
+	for _, subject := range []string{"deliveries.acme." + sub.ID + ".x.y.z", "retries.x", "$KV.subscriptions.acme.sub_forged", "dlq.x", "$JS.API.INFO"} {
+		if err := acme.nc.Publish(subject, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		acme.refused(t, subject)
+	}
+
 	// Subscriptions: jobs, other clients' replies, the auth callout.
 	for _, subject := range []string{"deliveries.>", "_INBOX.>", ">", "scans.globex.>", "$SYS.REQ.USER.AUTH"} {
 		if _, err := acme.nc.SubscribeSync(subject); err != nil {
