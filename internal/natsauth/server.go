@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nkeys"
 
@@ -48,6 +49,36 @@ var envPasswords = map[string]string{
 	UserPipeline: "SCANWIRE_NATS_PIPELINE_PASSWORD",
 }
 
+// allUsers are the users of a server configuration: the callout's and the
+// services'.
+var allUsers = slices.Concat([]string{UserAuth}, ServiceUsers)
+
+// EnvNames are the variables of a set of credentials, in the order
+// `scanwire secrets nats` prints them: the issuer's seed and public key,
+// each user's password, the route password.
+func EnvNames() []string {
+	names := []string{EnvIssuer, EnvIssuerPublic}
+	for _, u := range allUsers {
+		names = append(names, EnvPassword(u))
+	}
+	return append(names, EnvRoutePassword)
+}
+
+// Env is c as the environment holds it, each of EnvNames with its value:
+// what CredentialsFromEnv reads back, and what the server's configuration
+// (nats.conf) names.
+func (c Credentials) Env() map[string]string {
+	env := map[string]string{EnvRoutePassword: c.Route}
+	if c.Issuer != nil {
+		seed, _ := c.Issuer.Seed()
+		env[EnvIssuer], env[EnvIssuerPublic] = string(seed), publicKey(c.Issuer)
+	}
+	for _, u := range allUsers {
+		env[EnvPassword(u)] = c.Passwords[u]
+	}
+	return env
+}
+
 // EnvPassword is the environment variable of user's password:
 // SCANWIRE_NATS_FANOUT_PASSWORD for scanwire.fanout.
 func EnvPassword(user string) string { return envPasswords[user] }
@@ -56,7 +87,7 @@ func EnvPassword(user string) string { return envPasswords[user] }
 // environment (getenv); what is not set stays empty (Complete fills it).
 func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
 	c := Credentials{Passwords: map[string]string{}}
-	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
+	for _, u := range allUsers {
 		if p := getenv(EnvPassword(u)); p != "" {
 			if len(p) < 16 {
 				return c, fmt.Errorf("%s: use at least 16 characters", EnvPassword(u))
@@ -83,7 +114,7 @@ func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
 // Whole reports whether c has every password and the issuer: nothing for
 // Complete to make up.
 func (c Credentials) Whole() bool {
-	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
+	for _, u := range allUsers {
 		if c.Passwords[u] == "" {
 			return false
 		}
@@ -99,7 +130,7 @@ func (c Credentials) Complete() Credentials {
 	if out.Route == "" {
 		out.Route = randomPassword()
 	}
-	for _, u := range append([]string{UserAuth}, ServiceUsers...) {
+	for _, u := range allUsers {
 		if out.Passwords[u] = c.Passwords[u]; out.Passwords[u] == "" {
 			out.Passwords[u] = randomPassword()
 		}
@@ -144,7 +175,7 @@ func ServerConf(c Credentials) string {
 			"auth_callout": map[string]any{
 				"issuer":     publicKey(c.Issuer),
 				"account":    AuthAccount,
-				"auth_users": append([]string{UserAuth}, ServiceUsers...),
+				"auth_users": allUsers,
 			},
 		},
 	})

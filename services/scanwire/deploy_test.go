@@ -450,6 +450,15 @@ func natsConfText(t *testing.T) string {
 
 func natsConfFilled(t *testing.T) (string, natsauth.Credentials, natsxtest.CA) {
 	t.Helper()
+	text, ca := natsConfWithTLS(t)
+	creds := natsauth.Credentials{}.Complete()
+	return fillVars(text, creds.Env()), creds, ca
+}
+
+// natsConfWithTLS is nats.conf with the TLS files of a CA made for the
+// test at the paths it names, its variables left as they are.
+func natsConfWithTLS(t *testing.T) (string, natsxtest.CA) {
+	t.Helper()
 	b, err := os.ReadFile(repoRoot + "/nats.conf")
 	if err != nil {
 		t.Fatal(err)
@@ -459,13 +468,18 @@ func natsConfFilled(t *testing.T) (string, natsauth.Credentials, natsxtest.CA) {
 	if text == string(b) {
 		t.Fatal("nats.conf names no TLS files at /etc/nats/tls/server.pem and server-key.pem")
 	}
-	creds := natsauth.Credentials{}.Complete()
-	pub, _ := creds.Issuer.PublicKey()
-	vars := []string{"$" + natsauth.EnvIssuerPublic, strconv.Quote(pub)}
-	for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
-		vars = append(vars, "$"+natsauth.EnvPassword(u), strconv.Quote(creds.Passwords[u]))
-	}
-	return strings.NewReplacer(vars...).Replace(text), creds, ca
+	return text, ca
+}
+
+// fillVars replaces each $NAME of a server configuration that env holds
+// with its value, quoted, as the server does with its environment.
+func fillVars(text string, env map[string]string) string {
+	return regexp.MustCompile(`\$[A-Z][A-Z0-9_]*`).ReplaceAllStringFunc(text, func(ref string) string {
+		if v, ok := env[ref[1:]]; ok {
+			return strconv.Quote(v)
+		}
+		return ref
+	})
 }
 
 var (

@@ -221,20 +221,13 @@ func TestDeployHelmValuesAsWritten(t *testing.T) {
 	if err := yaml.Unmarshal(b, &raw); err != nil {
 		t.Fatal(err)
 	}
-	creds := natsauth.Credentials{}.Complete()
-	pub, _ := creds.Issuer.PublicKey()
-	env := map[string]string{natsauth.EnvIssuerPublic: pub}
-	for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
-		env[natsauth.EnvPassword(u)] = creds.Passwords[u]
-	}
 	conf, err := jsonx.Marshal(raw.Config.Merge) // the parser knows no \u escape
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := regexp.MustCompile(`"<< \$([A-Z0-9_]+) >>"`).ReplaceAllStringFunc(string(conf), func(m string) string {
-		return strconv.Quote(env[m[5:len(m)-4]])
-	})
-	text = regexp.MustCompile(`"<< ([^$"]+) >>"`).ReplaceAllString(text, "$1")
+	// "<< x >>" is x as the chart writes it into the configuration.
+	text := regexp.MustCompile(`"<< ([^"]+) >>"`).ReplaceAllString(string(conf), "$1")
+	text = fillVars(text, natsauth.Credentials{}.Complete().Env())
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(text); err != nil {
 		t.Fatalf("values' config.merge in the server's parser: %v", err)
@@ -261,10 +254,9 @@ func TestDeployKubernetesAsWritten(t *testing.T) {
 	docs := readK8s(t, deployDir+"/k8s/scanwire.yaml")
 	read := envRead(t)
 	secrets := map[string]map[string]bool{"scanwire-nats": {}} // made from `scanwire secrets nats`
-	for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
-		secrets["scanwire-nats"][natsauth.EnvPassword(u)] = true
+	for _, name := range natsauth.EnvNames() {
+		secrets["scanwire-nats"][name] = true
 	}
-	secrets["scanwire-nats"][natsauth.EnvIssuer] = true
 	var deployments, pdbs, services []k8sDoc
 	for _, d := range docs {
 		switch d.Kind {

@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/scanwire/scanwire/internal/app"
+	"github.com/scanwire/scanwire/internal/natsauth"
 	"github.com/scanwire/scanwire/internal/natsx"
 	"github.com/scanwire/scanwire/internal/secrets"
 	"github.com/scanwire/scanwire/services/gateway"
@@ -57,5 +60,38 @@ func TestCLIUsesTheOperatorCredential(t *testing.T) {
 	t.Setenv(secrets.EnvKey, newKey)
 	if out, err := runCLI(t, ctx, "subs", "get", id, "--nats", url); err != nil {
 		t.Errorf("read under the new key alone: %v %s", err, out)
+	}
+}
+
+// `scanwire secrets nats` prints a whole set of credentials as an env
+// file: read back as scanwire reads its environment it makes up nothing,
+// and nats.conf filled from it loads.
+func TestSecretsNATSPrintsWholeCredentials(t *testing.T) {
+	t.Parallel()
+	out, err := runCLI(t, context.Background(), "secrets", "nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if name, value, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			env[name] = value
+		}
+	}
+	creds, err := natsauth.CredentialsFromEnv(func(k string) string { return env[k] })
+	if err != nil || !creds.Whole() {
+		t.Fatalf("read back: whole %v, %v\n%s", creds.Whole(), err, out)
+	}
+	if pub, _ := creds.Issuer.PublicKey(); env[natsauth.EnvIssuerPublic] != pub {
+		t.Errorf("%s is not the public key of %s", natsauth.EnvIssuerPublic, natsauth.EnvIssuer)
+	}
+	raw, _ := natsConfWithTLS(t)
+	text := fillVars(raw, env)
+	if strings.Contains(text, "$SCANWIRE") {
+		t.Fatalf("nats.conf names a variable the printed set lacks")
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("nats.conf with these credentials: %v", err)
 	}
 }

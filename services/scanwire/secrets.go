@@ -82,16 +82,12 @@ the issuer's seed (the server trusts its public key). Keep the file secret.`,
 		Example: "  scanwire secrets nats > nats.env",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := natsauth.Credentials{}.Complete()
-			seed, _ := c.Issuer.Seed()
-			pub, _ := c.Issuer.PublicKey()
+			env := natsauth.Credentials{}.Complete().Env()
 			out := cmd.OutOrStdout()
 			fmt.Fprintln(out, "# NATS credentials of scanwire (scanwire secrets nats). Secret: keep out of the repository.")
-			fmt.Fprintf(out, "%s=%s\n%s=%s\n", natsauth.EnvIssuer, seed, natsauth.EnvIssuerPublic, pub)
-			for _, u := range append([]string{natsauth.UserAuth}, natsauth.ServiceUsers...) {
-				fmt.Fprintf(out, "%s=%s\n", natsauth.EnvPassword(u), c.Passwords[u])
+			for _, name := range natsauth.EnvNames() {
+				fmt.Fprintf(out, "%s=%s\n", name, env[name])
 			}
-			fmt.Fprintf(out, "%s=%s\n", natsauth.EnvRoutePassword, c.Route)
 			return nil
 		},
 	}
