@@ -40,7 +40,7 @@ type ServerConfig struct {
 	// Account is the account whose JetStream store scanwire uses, when
 	// Conf defines accounts: a store that an earlier release kept in the
 	// server's global account is moved to it before the server starts
-	// (MoveGlobalStore).
+	// (moveGlobalStore).
 	Account string
 	// Name names this server; in a cluster each server's must differ.
 	// Empty: "scanwire".
@@ -114,7 +114,7 @@ func startServer(cfg ServerConfig, log *slog.Logger) (*server.Server, error) {
 		}
 	}
 	if cfg.Account != "" {
-		if err := MoveGlobalStore(cfg.DataDir, cfg.Account); err != nil {
+		if err := moveGlobalStore(cfg.DataDir, cfg.Account); err != nil {
 			return nil, err
 		}
 	}
@@ -179,7 +179,7 @@ func clusterOptions(opts *server.Options, cfg ServerConfig) error {
 		port = server.RANDOM_PORT
 	}
 	opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: host, Port: port, Username: cfg.RouteUser, Password: cfg.RoutePassword}
-	var urls []string
+	opts.Routes = nil
 	for _, r := range cfg.Routes {
 		if r = strings.TrimSpace(r); r == "" {
 			continue
@@ -187,29 +187,26 @@ func clusterOptions(opts *server.Options, cfg ServerConfig) error {
 		if !strings.Contains(r, "://") {
 			r = "nats://" + r
 		}
-		if cfg.RouteUser != "" {
-			u, err := url.Parse(r)
-			if err != nil {
-				return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", RedactURL(r))
-			}
-			u.User = url.UserPassword(cfg.RouteUser, cfg.RoutePassword)
-			r = u.String()
+		// Each parsed here: the server's own RoutesFromStr keeps a route
+		// it cannot parse as nil, for the server to trip on later.
+		u, err := url.Parse(r)
+		if err != nil || u.Hostname() == "" || u.Port() == "" {
+			return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", RedactURL(r))
 		}
-		urls = append(urls, r)
-	}
-	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
-	if len(opts.Routes) != len(urls) {
-		return fmt.Errorf("--routes %q: want host:port of each other server, separated by commas", RedactURL(strings.Join(cfg.Routes, ",")))
+		if cfg.RouteUser != "" {
+			u.User = url.UserPassword(cfg.RouteUser, cfg.RoutePassword)
+		}
+		opts.Routes = append(opts.Routes, u)
 	}
 	return nil
 }
 
-// MoveGlobalStore moves the JetStream store of the server's global
+// moveGlobalStore moves the JetStream store of the server's global
 // account, where a server without accounts (an earlier release) kept
 // scanwire's streams, to account's, so that they are account's once the
 // server has accounts. It does nothing when account has a store already,
 // or there is none to move. The data directory must be locked.
-func MoveGlobalStore(dataDir, account string) error {
+func moveGlobalStore(dataDir, account string) error {
 	base := filepath.Join(dataDir, "jetstream", server.JetStreamStoreDir)
 	from, to := filepath.Join(base, server.DEFAULT_GLOBAL_ACCOUNT), filepath.Join(base, account)
 	if _, err := os.Stat(to); err == nil {

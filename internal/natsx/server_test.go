@@ -3,8 +3,10 @@ package natsx
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -64,5 +66,39 @@ no_auth_user: open`
 				t.Errorf("its message holds %q", m.Data)
 			}
 		})
+	}
+}
+
+// The cluster flags name what is missing; with a route user the routes
+// carry its credentials.
+func TestClusterOptions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg  ServerConfig
+		want string
+	}{
+		{ServerConfig{Routes: []string{"n2:6222"}}, "--routes: give --cluster-listen too"},
+		{ServerConfig{ClusterListen: "0.0.0.0:6222"}, "give --server-name too"},
+		{ServerConfig{Name: "n1", ClusterListen: "6222"}, `--cluster-listen "6222": want host:port`},
+		{ServerConfig{Name: "n1", ClusterListen: "0.0.0.0:6222", Routes: []string{"n2:notaport"}}, "--routes"},
+	} {
+		err := clusterOptions(&server.Options{}, tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	opts := &server.Options{}
+	err := clusterOptions(opts, ServerConfig{Name: "n1", ClusterListen: "0.0.0.0:6222", Routes: []string{"n2:6222", "nats://n3:6222"},
+		RouteUser: "scanwire-route", RoutePassword: "route-password-0123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Cluster.Name != ClusterName || opts.Cluster.Port != 6222 || opts.Cluster.Username != "scanwire-route" || len(opts.Routes) != 2 {
+		t.Fatalf("cluster %+v, routes %v", opts.Cluster, opts.Routes)
+	}
+	for _, r := range opts.Routes {
+		if pw, _ := r.User.Password(); r.User.Username() != "scanwire-route" || pw != "route-password-0123" {
+			t.Errorf("route %s does not carry the route credentials", r.Host)
+		}
 	}
 }
