@@ -109,3 +109,44 @@ func TestKeysFileReloadsOnSIGHUP(t *testing.T) {
 		t.Errorf("a broken keys file: %v", err)
 	}
 }
+
+// Keys come one way: a keys file and the key variables together are an
+// error naming both, never a key.
+func TestKeysFileAndVariablesConflict(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "keys.env")
+	if err := os.WriteFile(file, []byte("SCANWIRE_ADMIN_KEY=admin-file-key-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envKeysFile, file)
+	t.Setenv("SCANWIRE_API_KEYS", "acme=acme-env-key-0123456789")
+	t.Setenv("SCANWIRE_ADMIN_KEY", "")
+	_, err := loadKeys()
+	if err == nil || !strings.Contains(err.Error(), envKeysFile) || !strings.Contains(err.Error(), "SCANWIRE_API_KEYS") || strings.Contains(err.Error(), "0123456789") {
+		t.Errorf("both ways: %v", err)
+	}
+}
+
+// SCANWIRE_REPLICAS sets --replicas when the flag is not given, and a value
+// that is not a count is an error naming the variable. (Replicas a lone
+// server cannot have are refused at start, naming the count asked for:
+// which shows where it came from.)
+func TestReplicasFromTheEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"three", nil, "SCANWIRE_REPLICAS"},
+		{"-1", nil, "SCANWIRE_REPLICAS"},
+		{"3", nil, "--replicas 3: the NATS cluster has 1 server(s)"},
+		{"3", []string{"--replicas", "2"}, "--replicas 2: the NATS cluster has 1 server(s)"},
+	} {
+		t.Setenv("SCANWIRE_REPLICAS", tc.env)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := runCLI(t, ctx, append([]string{"run", "--data", t.TempDir(), "--nats-listen", "127.0.0.1:0", "--http", "127.0.0.1:0"}, tc.args...)...)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SCANWIRE_REPLICAS=%q %v: %v, want %q", tc.env, tc.args, err, tc.want)
+		}
+	}
+}
