@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -306,19 +305,8 @@ func deliveriesLastSeq(b *testing.B, p *pipeline) uint64 {
 // from the pipeline's metrics, as deferred-<reason>.
 func reportDeferrals(b *testing.B, p *pipeline) {
 	b.Helper()
-	rr := httptest.NewRecorder()
-	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	deferred := map[string]float64{}
-	for _, line := range strings.Split(rr.Body.String(), "\n") {
-		rest, ok := strings.CutPrefix(line, `scanwire_deliveries_deferred_total{reason="`)
-		if !ok {
-			continue
-		}
-		reason, value, _ := strings.Cut(rest, `"} `)
-		deferred[reason], _ = strconv.ParseFloat(value, 64)
-	}
 	for _, reason := range []string{"endpoint_slow", "tenant_share", "endpoint_congested"} {
-		b.ReportMetric(deferred[reason], "deferred-"+reason)
+		b.ReportMetric(metricSum(p, `scanwire_deliveries_deferred_total{reason="`+reason+`"`), "deferred-"+reason)
 	}
 }
 

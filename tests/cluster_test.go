@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -343,21 +341,6 @@ func distinctWebhooks(r *receiver) map[string]int {
 		out[req.Header.Get("webhook-id")]++
 	}
 	return out
-}
-
-// metricSum sums the values of p's metrics whose line starts with prefix.
-func metricSum(p *pipeline, prefix string) float64 {
-	rr := httptest.NewRecorder()
-	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	sum := 0.0
-	for _, line := range strings.Split(rr.Body.String(), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
-		}
-	}
-	return sum
 }
 
 // Issue 14: two fan-out and two delivery replicas, each a process of its

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -271,46 +269,6 @@ func TestNATSOpenOnlyOnLoopback(t *testing.T) {
 	if err := a.Close(context.Background()); err != nil && !errors.Is(err, context.Canceled) {
 		t.Error(err)
 	}
-}
-
-// violations records what the NATS server reports as a permissions
-// violation, for a test that must see none.
-type violations struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (v *violations) all() []string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return slices.Clone(v.got)
-}
-
-// log is a logger that writes to h and records violations in v.
-func (v *violations) log(h slog.Handler) *slog.Logger {
-	return slog.New(&violationLog{Handler: h, v: v})
-}
-
-type violationLog struct {
-	slog.Handler
-	v *violations
-}
-
-func (l *violationLog) Handle(ctx context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, "Violation") {
-		l.v.mu.Lock()
-		l.v.got = append(l.v.got, r.Message)
-		l.v.mu.Unlock()
-	}
-	return l.Handler.Handle(ctx, r)
-}
-
-func (l *violationLog) WithAttrs(a []slog.Attr) slog.Handler {
-	return &violationLog{Handler: l.Handler.WithAttrs(a), v: l.v}
-}
-
-func (l *violationLog) WithGroup(n string) slog.Handler {
-	return &violationLog{Handler: l.Handler.WithGroup(n), v: l.v}
 }
 
 // Issue 13.2: fan-out, delivery and the gateway, each a process with its

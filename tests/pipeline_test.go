@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -511,3 +512,58 @@ func publishRaw(t testing.TB, js jetstream.JetStream, m *nats.Msg) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// violations records what the NATS server reports as a permissions
+// violation, for a test that must see none.
+type violations struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (v *violations) all() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.got)
+}
+
+// log is a logger that writes to h and records violations in v.
+func (v *violations) log(h slog.Handler) *slog.Logger {
+	return slog.New(&violationLog{Handler: h, v: v})
+}
+
+type violationLog struct {
+	slog.Handler
+	v *violations
+}
+
+func (l *violationLog) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "Violation") {
+		l.v.mu.Lock()
+		l.v.got = append(l.v.got, r.Message)
+		l.v.mu.Unlock()
+	}
+	return l.Handler.Handle(ctx, r)
+}
+
+func (l *violationLog) WithAttrs(a []slog.Attr) slog.Handler {
+	return &violationLog{Handler: l.Handler.WithAttrs(a), v: l.v}
+}
+
+func (l *violationLog) WithGroup(n string) slog.Handler {
+	return &violationLog{Handler: l.Handler.WithGroup(n), v: l.v}
+}
+
+// metricSum sums the values of p's metrics whose line starts with prefix.
+func metricSum(p *pipeline, prefix string) float64 {
+	rr := httptest.NewRecorder()
+	p.Tel.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	sum := 0.0
+	for _, line := range strings.Split(rr.Body.String(), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
