@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,14 @@ func TestHungSubscriptionGetsALane(t *testing.T) {
 	// lane's one durable consumer.
 	startReplica(t, p, withServices(app.ServiceDelivery), short)
 	hung, healthy := newHungEndpoints(t, 1), newReceiver(t, nil)
-	slow := p.subscribe(t, subscriptions.Subscription{Tenant: "hung", URL: hung.servers[0].URL, Events: []string{"scan.started"}})
+	// Attempts that time out while the endpoint hangs are retried within
+	// seconds, not on the profile's schedule (minutes after the second):
+	// on a loaded machine a job may be attempted more than once before
+	// its lane opens, and the backlog must come through within the wait
+	// below once the endpoint answers.
+	retries := slices.Repeat([]string{"2s"}, 50)
+	slow := p.subscribe(t, subscriptions.Subscription{Tenant: "hung", URL: hung.servers[0].URL, Events: []string{"scan.started"},
+		Retry: subscriptions.Retry{Schedule: retries}})
 	p.subscribe(t, subscriptions.Subscription{Tenant: "fine", URL: healthy.URL, Events: []string{"scan.started"}})
 	const backlog = 300
 	for i := range backlog {
